@@ -1,0 +1,22 @@
+"""Slow tools for LiveKit voice agents: run in the background, speak results when quiet."""
+
+from .context import AsyncRunContext
+from .events import ReplyUpdated, TaskEnded, TaskInfo, TaskStarted, TaskUpdated
+from .options import AsyncToolOptions
+from .runtime import AsyncToolRuntime, AttachError, attach
+from .tool import ToolDefinitionError, function_tool
+
+__all__ = [
+    "AsyncRunContext",
+    "AsyncToolOptions",
+    "AsyncToolRuntime",
+    "AttachError",
+    "ReplyUpdated",
+    "TaskEnded",
+    "TaskInfo",
+    "TaskStarted",
+    "TaskUpdated",
+    "ToolDefinitionError",
+    "attach",
+    "function_tool",
+]

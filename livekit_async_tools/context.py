@@ -1,0 +1,95 @@
+"""`AsyncRunContext`: the run context of a background tool call."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from livekit.agents import Agent, RunContext
+
+from .options import Delivery
+
+if TYPE_CHECKING:
+    from .task import AsyncCall
+
+__all__ = ["AsyncRunContext", "CancelCallback"]
+
+Userdata_T = TypeVar("Userdata_T")
+
+CancelCallback = Callable[[], "Awaitable[None] | None"]
+"""A cleanup hook for `AsyncRunContext.on_cancel`: sync, or returning an awaitable."""
+
+
+class AsyncRunContext(RunContext[Userdata_T], Generic[Userdata_T]):
+    """The context of a tool call that runs in the background.
+
+    Declare a parameter of this type on a tool decorated with
+    `livekit_async_tools.function_tool` and the tool runs as a background task:
+    the LLM is acknowledged at once and the result is spoken later, when the
+    agent that started it is current again and the session is quiet.
+
+    Everything of `livekit.agents.RunContext` works as usual (``session``,
+    ``userdata``, ``function_call``, ``speech_handle``).
+
+    Example::
+
+        @function_tool
+        async def search_flights(self, ctx: AsyncRunContext, city: str) -> str:
+            \"\"\"Search flights to a city.\"\"\"
+            await ctx.update(f"searching flights to {city}")
+            flights = await flight_api.search(city)
+            return f"found {len(flights)} flights"
+    """
+
+    def __init__(self, run_ctx: RunContext[Userdata_T], call: AsyncCall) -> None:
+        super().__init__(
+            session=run_ctx.session,
+            speech_handle=run_ctx.speech_handle,
+            function_call=run_ctx.function_call,
+        )
+        self._async_call = call
+
+    @property
+    def call_id(self) -> str:
+        """The LLM's id of this call."""
+        return self._async_call.call_id
+
+    @property
+    def origin(self) -> Agent:
+        """The agent that dispatched the call; its results are spoken by it."""
+        return self._async_call.origin
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the call started (event-loop time)."""
+        return self._async_call.elapsed
+
+    async def update(  # type: ignore[override]
+        self, message: object, *, delivery: Delivery = "when_idle"
+    ) -> None:
+        """Report progress.
+
+        The first update of a call acknowledges it: its message becomes the tool
+        output the LLM sees now. Later updates are inserted into the origin's
+        context at once and spoken when the session is next quiet.
+
+        Args:
+            message: A ``str`` or any JSON-serialisable object.
+            delivery: ``"when_idle"`` (the default) speaks it at the next quiet
+                moment; ``"silent"`` only records it in the context.
+
+        Raises:
+            TypeError: ``message`` is not a ``str`` and not JSON-serialisable, or
+                ``delivery`` is not a known mode.
+            RuntimeError: The call has already ended.
+        """
+        await self._async_call.update(message, delivery=delivery)
+
+    def on_cancel(self, callback: CancelCallback) -> None:
+        """Register a cleanup hook run once if the call is cancelled or times out.
+
+        Args:
+            callback: A sync callable, or one returning an awaitable. Its own
+                exceptions are logged, never raised into the session.
+        """
+        self._async_call.on_cancel(callback)

@@ -1,0 +1,127 @@
+"""Event payloads emitted by `AsyncToolRuntime.on` and the `TaskInfo` snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+from .options import Delivery
+
+if TYPE_CHECKING:
+    from livekit.agents import Agent
+
+__all__ = [
+    "EventName",
+    "ReplyStatus",
+    "ReplyUpdated",
+    "TaskEnded",
+    "TaskInfo",
+    "TaskStarted",
+    "TaskState",
+    "TaskStatus",
+    "TaskUpdated",
+]
+
+TaskStatus: TypeAlias = Literal["succeeded", "failed", "cancelled", "timed_out"]
+"""How a background call ended."""
+
+TaskState: TypeAlias = Literal["starting", "running"]
+"""A live call: ``starting`` until it is acknowledged or returns, then ``running``."""
+
+ReplyStatus: TypeAlias = Literal["scheduled", "delivered", "interrupted", "skipped", "dropped"]
+"""What happened to a deferred reply."""
+
+EventName: TypeAlias = Literal["task_started", "task_updated", "task_ended", "reply_updated"]
+
+JSONValue: TypeAlias = "str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]"
+
+
+@dataclass(frozen=True)
+class TaskStarted:
+    """A background call was spawned.
+
+    Attributes:
+        call_id: The LLM's call id.
+        tool_name: The tool's name.
+        arguments: The validated arguments, by parameter name.
+    """
+
+    call_id: str
+    tool_name: str
+    arguments: dict[str, object]
+
+
+@dataclass(frozen=True)
+class TaskUpdated:
+    """A call reported progress. The first one per call is its acknowledgement.
+
+    Attributes:
+        call_id: The LLM's call id.
+        message: The message passed to `AsyncRunContext.update`, or ``None`` for the
+            automatic acknowledgement when ``ack_after`` expired.
+        delivery: How the update is delivered.
+    """
+
+    call_id: str
+    message: object
+    delivery: Delivery
+
+
+@dataclass(frozen=True)
+class TaskEnded:
+    """A call ended.
+
+    Attributes:
+        call_id: The LLM's call id.
+        status: How it ended.
+        error: For ``failed``, the `ToolError` message or the exception's type name
+            (details are logged); for ``cancelled``/``timed_out``, what the LLM is
+            told; ``None`` on success.
+    """
+
+    call_id: str
+    status: TaskStatus
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ReplyUpdated:
+    """A deferred reply changed status.
+
+    Attributes:
+        call_ids: The original call ids whose items the reply carried.
+        status: The new status.
+        reason: Why, for ``dropped`` (``session_closed``, ``origin_closed``,
+            ``max_redeliveries``) and ``skipped`` (``superseded``, ``empty``).
+        speech_id: The id of the reply's speech handle, once there is one.
+    """
+
+    call_ids: tuple[str, ...]
+    status: ReplyStatus
+    reason: str | None = None
+    speech_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A snapshot of one live background call.
+
+    Attributes:
+        call_id: The LLM's call id.
+        tool_name: The tool's name.
+        arguments: The validated arguments, by parameter name.
+        origin: The agent that dispatched the call.
+        state: ``starting`` or ``running``.
+        started_at: Event-loop time (``loop.time()``) when it started.
+        cancellable: Whether the LLM and the app may cancel it.
+        last_message: The last update message, if any.
+    """
+
+    call_id: str
+    tool_name: str
+    arguments: dict[str, object]
+    origin: Agent
+    state: TaskState
+    started_at: float
+    cancellable: bool
+    last_message: object = None
