@@ -12,8 +12,7 @@ logger = logging.getLogger("livekit_async_tools")
 REDACTED = "<redacted>"
 
 SENSITIVE_KEYS = frozenset(
-    {"password", "token", "secret", "api_key", "authorization", "credentials", "card", "cvv",
-     "ssn"}
+    {"password", "token", "secret", "api_key", "authorization", "credentials", "card", "cvv", "ssn"}
 )
 
 
@@ -21,8 +20,7 @@ def redact(value: object) -> object:
     """A copy of ``value`` with the values of sensitive keys replaced, at any depth."""
     if isinstance(value, Mapping):
         return {
-            k: REDACTED if str(k).lower() in SENSITIVE_KEYS else redact(v)
-            for k, v in value.items()
+            k: REDACTED if str(k).lower() in SENSITIVE_KEYS else redact(v) for k, v in value.items()
         }
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from livekit.agents import Agent, AgentSession, llm
 
@@ -70,7 +70,7 @@ class DeliveryQueue:
     awaits an `AgentTask`) do not block the agent on top.
     """
 
-    def __init__(self, runtime: AsyncToolRuntime, session: AgentSession) -> None:
+    def __init__(self, runtime: AsyncToolRuntime, session: AgentSession[Any]) -> None:
         self._runtime = runtime
         self._session = session
         self._loop = asyncio.get_running_loop()
@@ -343,9 +343,7 @@ class DeliveryQueue:
     ) -> None:
         call_ids = tuple(dict.fromkeys(p.call_id for p in items))
         if status == "dropped":
-            logger.warning(
-                "deferred reply dropped", extra={"call_ids": call_ids, "reason": reason}
-            )
+            logger.warning("deferred reply dropped", extra={"call_ids": call_ids, "reason": reason})
         self._runtime.emit(
             "reply_updated",
             ReplyUpdated(call_ids=call_ids, status=status, reason=reason, speech_id=speech_id),

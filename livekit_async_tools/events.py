@@ -33,8 +33,6 @@ ReplyStatus: TypeAlias = Literal["scheduled", "delivered", "interrupted", "skipp
 
 EventName: TypeAlias = Literal["task_started", "task_updated", "task_ended", "reply_updated"]
 
-JSONValue: TypeAlias = "str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]"
-
 
 @dataclass(frozen=True)
 class TaskStarted:

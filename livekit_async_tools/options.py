@@ -67,9 +67,7 @@ class AsyncToolOptions:
     # Worded so "cancelled" is not mistaken for the subject of the tool (a flight).
     cancelled_template: str = "{tool_name} was cancelled before it returned a result."
     # {tool_name} {call_id} {seconds}. Says which tool and after how long.
-    timed_out_template: str = (
-        "{tool_name} was stopped after {seconds:g} seconds without a result."
-    )
+    timed_out_template: str = "{tool_name} was stopped after {seconds:g} seconds without a result."
     # {tool_names}. Items at the end of the conversation: speak them now.
     deliver_template: str = (
         "Background results just arrived ({tool_names}); they are the latest tool outputs "

@@ -31,7 +31,7 @@ _SESSION_EVENTS = (
     "function_tools_executed",
 )
 
-_runtimes: weakref.WeakKeyDictionary[AgentSession, AsyncToolRuntime] = (
+_runtimes: weakref.WeakKeyDictionary[AgentSession[Any], AsyncToolRuntime] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -40,7 +40,7 @@ class AttachError(ValueError):
     """`attach` was called again for a session with different options."""
 
 
-def attach(session: AgentSession, options: AsyncToolOptions | None = None) -> AsyncToolRuntime:
+def attach(session: AgentSession[Any], options: AsyncToolOptions | None = None) -> AsyncToolRuntime:
     """Get or create the async tool runtime of ``session``.
 
     Idempotent: later calls return the same runtime. The first async tool call of
@@ -78,7 +78,7 @@ def attach(session: AgentSession, options: AsyncToolOptions | None = None) -> As
     return runtime
 
 
-def runtime_of(session: AgentSession) -> AsyncToolRuntime | None:
+def runtime_of(session: AgentSession[Any]) -> AsyncToolRuntime | None:
     """The live runtime of ``session``, if one was attached."""
     runtime = _runtimes.get(session)
     return runtime if runtime is not None and not runtime.closed else None
@@ -90,7 +90,7 @@ class AsyncToolRuntime:
     Create it with `attach`; do not instantiate it directly.
     """
 
-    def __init__(self, session: AgentSession, options: AsyncToolOptions) -> None:
+    def __init__(self, session: AgentSession[Any], options: AsyncToolOptions) -> None:
         self._session = session
         self._options = options
         self._calls: dict[str, AsyncCall] = {}
@@ -112,7 +112,7 @@ class AsyncToolRuntime:
     # -- public ------------------------------------------------------------------------
 
     @property
-    def session(self) -> AgentSession:
+    def session(self) -> AgentSession[Any]:
         """The session this runtime serves."""
         return self._session
 
@@ -216,8 +216,7 @@ class AsyncToolRuntime:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(
-                f"settle() timed out after {timeout}s; still busy: "
-                + "; ".join(self.describe())
+                f"settle() timed out after {timeout}s; still busy: " + "; ".join(self.describe())
             ) from None
         finally:
             if fut in self._idle_waiters:
@@ -286,14 +285,17 @@ class AsyncToolRuntime:
     def apply_handoff_policies(self) -> None:
         """Cancel the calls whose origin was handed off for good under ``cancel``."""
         for call in list(self._calls.values()):
-            if call.on_handoff == "cancel" and _compat.agent_is_closed(call.origin):
-                if call.request_stop("cancelled"):
-                    self.delivery.drop_for(call, "origin_closed")
+            if (
+                call.on_handoff == "cancel"
+                and _compat.agent_is_closed(call.origin)
+                and call.request_stop("cancelled")
+            ):
+                self.delivery.drop_for(call, "origin_closed")
 
     async def dispatch(
         self,
         spec: ToolSpec,
-        run_ctx: RunContext,
+        run_ctx: RunContext[Any],
         body: Callable[[AsyncRunContext[Any]], Coroutine[Any, Any, object]],
         arguments: dict[str, object],
         origin: Agent,

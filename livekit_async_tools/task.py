@@ -131,7 +131,9 @@ class AsyncCall:
 
     def start(self, body: Coroutine[Any, Any, object]) -> None:
         """Spawn the background task running ``body`` and arm the timeout."""
-        self.task = self.runtime.spawn(self._run(body), name=f"async-tool:{self.tool_name}:{self.call_id}")
+        self.task = self.runtime.spawn(
+            self._run(body), name=f"async-tool:{self.tool_name}:{self.call_id}"
+        )
         if self.spec.timeout is not None:
             self._timeout = self.loop.call_later(self.spec.timeout, self._on_timeout)
 
@@ -184,8 +186,12 @@ class AsyncCall:
             tool_name=self.tool_name, call_id=self.call_id, message=text
         )
         await self.runtime.delivery.add(
-            self, kind="update", suffix=f"update_{self._updates}", output=output,
-            is_error=False, delivery=delivery,
+            self,
+            kind="update",
+            suffix=f"update_{self._updates}",
+            output=output,
+            is_error=False,
+            delivery=delivery,
         )
 
     def on_cancel(self, callback: CancelCallback) -> None:
@@ -243,8 +249,11 @@ class AsyncCall:
             logger.error(
                 "async tool raised",
                 exc_info=error,
-                extra={"call_id": self.call_id, "function": self.tool_name,
-                       **pii_extra(self.arguments)},
+                extra={
+                    "call_id": self.call_id,
+                    "function": self.tool_name,
+                    **pii_extra(self.arguments),
+                },
             )
         event_error = text
         if status == "failed" and error is not None and not isinstance(error, llm.ToolError):
@@ -265,13 +274,20 @@ class AsyncCall:
             output = text or ""
         delivery: Delivery = "silent" if status == "cancelled" else self.spec.result_delivery
         await self.runtime.delivery.add(
-            self, kind="final", suffix="final", output=output,
-            is_error=status != "succeeded", delivery=delivery,
+            self,
+            kind="final",
+            suffix="final",
+            output=output,
+            is_error=status != "succeeded",
+            delivery=delivery,
         )
 
     def log_started(self) -> None:
         logger.debug(
             "async tool started",
-            extra={"call_id": self.call_id, "function": self.tool_name,
-                   **pii_extra(self.arguments)},
+            extra={
+                "call_id": self.call_id,
+                "function": self.tool_name,
+                **pii_extra(self.arguments),
+            },
         )

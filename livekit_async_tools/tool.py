@@ -104,8 +104,7 @@ def _validate_options(spec: ToolSpec) -> None:
 def _build_wrapper(fn: Callable[..., Any], ctx_name: str, spec: ToolSpec) -> Callable[..., Any]:
     if not inspect.iscoroutinefunction(fn):
         raise ToolDefinitionError(
-            f"{fn.__qualname__} takes an AsyncRunContext, so it must be an `async def` "
-            "function"
+            f"{fn.__qualname__} takes an AsyncRunContext, so it must be an `async def` function"
         )
     sig = inspect.signature(fn)
     for p in sig.parameters.values():
@@ -118,12 +117,14 @@ def _build_wrapper(fn: Callable[..., Any], ctx_name: str, spec: ToolSpec) -> Cal
         raise ToolDefinitionError(f"{fn.__qualname__}: the name {CTX_PARAM!r} is reserved")
     hints = _type_hints(fn)
     params = [p for p in sig.parameters.values() if p.name != ctx_name]
-    params.append(inspect.Parameter(CTX_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=RunContext))
+    params.append(
+        inspect.Parameter(CTX_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=RunContext)
+    )
     wrapper_sig = sig.replace(parameters=params)
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         bound = wrapper_sig.bind(*args, **kwargs)
-        run_ctx: RunContext = bound.arguments.pop(CTX_PARAM)
+        run_ctx: RunContext[Any] = bound.arguments.pop(CTX_PARAM)
         user_args = dict(bound.arguments)
         first = params[0].name if params else None
         instance = user_args.get(first) if first is not None else None
@@ -171,7 +172,7 @@ def function_tool(
     ack_after: float | None = 1.0,
     on_handoff: OnHandoff | None = None,
     result_delivery: Delivery = "when_idle",
-) -> llm.FunctionTool: ...
+) -> llm.FunctionTool[..., Any]: ...
 @overload
 def function_tool(
     f: None = None,
@@ -185,7 +186,7 @@ def function_tool(
     ack_after: float | None = 1.0,
     on_handoff: OnHandoff | None = None,
     result_delivery: Delivery = "when_idle",
-) -> Callable[[_F], llm.FunctionTool]: ...
+) -> Callable[[_F], llm.FunctionTool[..., Any]]: ...
 def function_tool(
     f: _F | None = None,
     *,
@@ -198,7 +199,7 @@ def function_tool(
     ack_after: float | None = 1.0,
     on_handoff: OnHandoff | None = None,
     result_delivery: Delivery = "when_idle",
-) -> llm.FunctionTool | Callable[[_F], llm.FunctionTool]:
+) -> llm.FunctionTool[..., Any] | Callable[[_F], llm.FunctionTool[..., Any]]:
     """Declare a tool; one that takes an `AsyncRunContext` runs in the background.
 
     A drop-in replacement for `livekit.agents.function_tool`, bare or with options,
@@ -241,7 +242,7 @@ def function_tool(
                 return await flights.search(city)
     """
 
-    def decorate(fn: _F) -> llm.FunctionTool:
+    def decorate(fn: _F) -> llm.FunctionTool[..., Any]:
         ctx_name = find_context_param(fn)
         if ctx_name is None:
             given = {

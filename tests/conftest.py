@@ -19,7 +19,8 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     yield
     await asyncio.sleep(0)
     leaked = [
-        t for t in asyncio.all_tasks()
+        t
+        for t in asyncio.all_tasks()
         if t is not asyncio.current_task() and t.get_name().startswith("async-tool")
     ]
     assert not leaked, f"leaked tasks: {[t.get_name() for t in leaked]}"

@@ -28,8 +28,13 @@ class Travel(Agent):
 
 
 async def test_smoke() -> None:
-    llm = ScriptedLLM([ToolCall("search_flights", {"city": "Paris"}), "Searching now.",
-                       "I found 3 flights to Paris."])
+    llm = ScriptedLLM(
+        [
+            ToolCall("search_flights", {"city": "Paris"}),
+            "Searching now.",
+            "I found 3 flights to Paris.",
+        ]
+    )
     agent = Travel()
     session, runtime, rec = await start(agent, llm)
     async with session:
@@ -39,5 +44,6 @@ async def test_smoke() -> None:
         await runtime.settle(timeout=5)
         print(rec.events)
         print(spoken(session))
-        for it in agent.chat_ctx.items: print(it)
+        for it in agent.chat_ctx.items:
+            print(it)
         assert spoken(session) == ["Searching now.", "I found 3 flights to Paris."]

@@ -68,7 +68,7 @@ class LLMRequest:
         return ""
 
 
-class ScriptedLLM(llm.LLM):
+class ScriptedLLM(llm.LLM):  # type: ignore[type-arg]
     """A fake LLM that answers from a script, for tests and offline demos.
 
     The script is either a sequence of replies, consumed one per request, or a
@@ -205,8 +205,10 @@ class ScriptedLLM(llm.LLM):
             return [text]
         words = text.split(" ")
         n = self._chunk_words
-        return [" ".join(words[i : i + n]) + (" " if i + n < len(words) else "")
-                for i in range(0, len(words), n)]
+        return [
+            " ".join(words[i : i + n]) + (" " if i + n < len(words) else "")
+            for i in range(0, len(words), n)
+        ]
 
 
 class _ScriptedStream(llm.LLMStream):

@@ -27,8 +27,10 @@ def find_mock(agent_cls: type[Agent], tool_name: str) -> _Bound | None:
     return _MOCKS.get({}).get(agent_cls, {}).get(tool_name)
 
 
-def _class_tools(agent_cls: type[Agent]) -> dict[str, llm.FunctionTool | llm.RawFunctionTool]:
-    tools: dict[str, llm.FunctionTool | llm.RawFunctionTool] = {}
+def _class_tools(
+    agent_cls: type[Agent],
+) -> dict[str, llm.FunctionTool[..., Any] | llm.RawFunctionTool[..., Any]]:
+    tools: dict[str, llm.FunctionTool[..., Any] | llm.RawFunctionTool[..., Any]] = {}
     for klass in reversed(agent_cls.__mro__):
         for value in vars(klass).values():
             if isinstance(value, (llm.FunctionTool, llm.RawFunctionTool)):
@@ -46,7 +48,7 @@ def _is_ctx_param(param: inspect.Parameter, hints: Mapping[str, object]) -> bool
     return isinstance(origin, type) and issubclass(origin, RunContext)
 
 
-def _bind_by_name(tool: llm.FunctionTool, mock: Callable[..., Any]) -> _Bound:
+def _bind_by_name(tool: llm.FunctionTool[..., Any], mock: Callable[..., Any]) -> _Bound:
     tool_params = set(inspect.signature(tool).parameters) - {CTX_PARAM}
     sig = inspect.signature(mock)
     try:
@@ -67,9 +69,7 @@ def _bind_by_name(tool: llm.FunctionTool, mock: Callable[..., Any]) -> _Bound:
     takes_all = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
 
     async def call(ctx: AsyncRunContext[Any], arguments: Mapping[str, object]) -> object:
-        kwargs = {
-            k: v for k, v in arguments.items() if takes_all or k in sig.parameters
-        }
+        kwargs = {k: v for k, v in arguments.items() if takes_all or k in sig.parameters}
         for name in ctx_params:
             kwargs[name] = ctx
         result = mock(**kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from livekit.agents import AgentSession
 
 from ..runtime import runtime_of
@@ -9,7 +11,7 @@ from ..runtime import runtime_of
 __all__ = ["settle"]
 
 
-async def settle(session: AgentSession, timeout: float | None = 30.0) -> None:
+async def settle(session: AgentSession[Any], timeout: float | None = 30.0) -> None:
     """Wait until ``session`` has no running async call and no pending reply.
 
     For tests that never called `attach`: a session without a runtime has no
