@@ -280,13 +280,16 @@ class DeliveryQueue:
 
     def _instructions(self, target: Agent, items: list[PendingItem]) -> str:
         opts = self._runtime.options
-        names = ", ".join(dict.fromkeys(p.call.tool_name for p in items))
+        fmt = {
+            "tool_names": ", ".join(dict.fromkeys(p.call.tool_name for p in items)),
+            "items": ", ".join(p.fnc_call.call_id for p in items),
+        }
         if any(p.attempts for p in items):
-            text = opts.redeliver_template.format(tool_names=names)
+            text = opts.redeliver_template.format(**fmt)
         elif self._covered_later(target, items):
-            text = opts.deliver_maybe_covered_template.format(tool_names=names)
+            text = opts.deliver_maybe_covered_template.format(**fmt)
         else:
-            text = opts.deliver_template.format(tool_names=names)
+            text = opts.deliver_template.format(**fmt)
         if _compat.INSTRUCTIONS_REPLACE_PERSONA:
             text = opts.persona_template.format(
                 agent_instructions=target.instructions, instructions=text

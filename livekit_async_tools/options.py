@@ -68,22 +68,24 @@ class AsyncToolOptions:
     cancelled_template: str = "{tool_name} was cancelled before it returned a result."
     # {tool_name} {call_id} {seconds}. Says which tool and after how long.
     timed_out_template: str = "{tool_name} was stopped after {seconds:g} seconds without a result."
-    # {tool_names}. Items at the end of the conversation: speak them now.
+    # {tool_names} {items}. Items at the end of the conversation: speak them now. The
+    # item call ids tell the LLM exactly which outputs to announce (not superseded ones).
     deliver_template: str = (
-        "Background results just arrived ({tool_names}); they are the latest tool outputs "
-        "above. Tell the caller about them now, briefly and naturally."
+        "Background results just arrived from {tool_names}: the tool outputs with call ids "
+        "{items}. Tell the caller about them now, briefly and naturally."
     )
-    # {tool_names}. Newer conversation followed the items: the LLM may have covered them.
+    # {tool_names} {items}. Newer conversation followed the items: the LLM may have
+    # covered them already, and an empty answer is then the right one.
     deliver_maybe_covered_template: str = (
-        "Background results arrived earlier in the conversation ({tool_names}). If you have "
-        "not told the caller about them yet, do so now, briefly; if you already have, "
-        "reply with nothing."
+        "Background results arrived earlier in the conversation from {tool_names}: the "
+        "tool outputs with call ids {items}. If you have not told the caller about them "
+        "yet, do so now, briefly; if you already have, reply with nothing."
     )
-    # {tool_names}. A previous telling was cut off before it finished.
+    # {tool_names} {items}. A previous telling was cut off before it finished.
     redeliver_template: str = (
-        "You were cut off while telling the caller about background results ({tool_names}). "
-        "If they are still relevant, finish telling the caller briefly; otherwise reply "
-        "with nothing."
+        "You were cut off while telling the caller about background results from "
+        "{tool_names} (tool outputs with call ids {items}). If they are still relevant, "
+        "finish telling the caller briefly; otherwise reply with nothing."
     )
     # {agent_instructions} {instructions}. livekit-agents < 1.5 replaces the agent's
     # instructions for a generate_reply: keep the persona in front.

@@ -8,7 +8,7 @@ import pytest
 from livekit.agents import Agent, AgentSession
 
 from livekit_async_tools import AsyncToolOptions, AsyncToolRuntime, attach
-from livekit_async_tools.testing import ScriptedLLM
+from livekit_async_tools.testing import LLMRequest, ScriptedLLM
 
 FAST = AsyncToolOptions(settle_delay=0.05)
 
@@ -66,3 +66,84 @@ def spoken(session: AgentSession) -> list[str]:
         for item in session.history.items
         if item.type == "message" and item.role == "assistant"
     ]
+
+
+async def until(session: AgentSession, cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``cond()`` holds, re-checking on every session event."""
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    names = (
+        "agent_state_changed",
+        "user_state_changed",
+        "conversation_item_added",
+        "speech_created",
+        "function_tools_executed",
+    )
+    handler = lambda _ev: wake.set()  # noqa: E731
+    for n in names:
+        session.on(n, handler)
+    deadline = loop.time() + timeout
+    try:
+        while not cond():
+            wake.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError("condition not reached in time")
+            try:
+                await asyncio.wait_for(wake.wait(), min(remaining, 0.05))
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        for n in names:
+            session.off(n, handler)
+
+
+def last_output(request_ctx_items: list[Any], suffixes: tuple[str, ...]) -> list[str]:
+    """Outputs of deferred items (call ids ending in one of ``suffixes``)."""
+    return [
+        it.output
+        for it in request_ctx_items
+        if it.type == "function_call_output" and it.call_id.endswith(suffixes)
+    ]
+
+
+def keyword_brain(
+    rules: dict[str, Any], *, on_instructions: dict[str, Any] | None = None
+) -> Callable[[LLMRequest], Any]:
+    """A scripted LLM decision function that behaves like a compliant model.
+
+    - asked to deliver background results: speaks "Result: <outputs>" for the
+      deferred items the instructions name by call id;
+    - right after a tool output: "One moment." for an acknowledgement, else
+      "Done: <output>";
+    - otherwise: the first rule whose keyword is in the last user text (for a
+      generate_reply with instructions, in the instructions), or nothing.
+    """
+
+    def decide(req: LLMRequest) -> Any:
+        items = list(req.chat_ctx.items)
+        text = req.instructions
+        if "Background results" in text or "cut off while telling" in text:
+            named = [
+                it.output
+                for it in items
+                if it.type == "function_call_output"
+                and ("_final" in it.call_id or "_update_" in it.call_id)
+                and it.call_id in text
+            ]
+            return "Result: " + "; ".join(named) if named else ""
+        last = items[-1] if items else None
+        if last is not None and last.type == "function_call_output":
+            if "in the background" in last.output:
+                return "One moment."
+            return f"Done: {last.output}"
+        for key, reply in (on_instructions or {}).items():
+            if key in text:
+                return reply
+        user = req.last_user_text.lower()
+        for key, reply in rules.items():
+            if key in user:
+                return reply
+        return ""
+
+    return decide
