@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -89,10 +90,8 @@ async def until(session: AgentSession, cond: Callable[[], bool], timeout: float 
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise AssertionError("condition not reached in time")
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wake.wait(), min(remaining, 0.05))
-            except asyncio.TimeoutError:
-                pass
     finally:
         for n in names:
             session.off(n, handler)

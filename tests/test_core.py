@@ -237,7 +237,7 @@ async def test_update_after_end_and_unserialisable_update_raise_at_call_site() -
         await session.run(user_input="go")
         await runtime.settle(timeout=5)
         assert "JSON-serialisable" in str(seen["type"])
-        with pytest.raises(RuntimeError, match="after odd .* ended"):
+        with pytest.raises(RuntimeError, match=r"after odd .* ended"):
             await kept[0].update("late")
 
 
