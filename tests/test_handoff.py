@@ -177,7 +177,7 @@ async def test_agent_tasks_own_async_tool_is_delivered_to_the_task() -> None:
 async def test_handoff_forward_speaks_through_the_new_agent() -> None:
     gate = Gate()
     travel = Travel(gate)
-    session, runtime, rec = await start(travel, brain())
+    session, runtime, _rec = await start(travel, brain())
     async with session:
         await session.run(user_input="flight")
         hotel = Hotel()
