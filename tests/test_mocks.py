@@ -72,11 +72,9 @@ async def test_sync_mock_with_a_subset_of_parameters_and_plain_tool_mock() -> No
 
 async def test_mock_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="has no tool named 'nope'"):
-        with mock_tools(Travel, {"nope": lambda: None}):
-            pass
+        mock_tools(Travel, {"nope": lambda: None}).__enter__()
     with pytest.raises(TypeError, match="takes 'country', which is not a parameter"):
-        with mock_tools(Travel, {"search_flights": lambda country: None}):
-            pass
+        mock_tools(Travel, {"search_flights": lambda country: None}).__enter__()
 
 
 async def test_nested_mocks_restore_previous() -> None:
