@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -80,6 +81,9 @@ class DeliveryQueue:
         self._reply: _Reply | None = None
         self._delivering = False
         self._closed = False
+        self._inserted: weakref.WeakKeyDictionary[Agent, list[llm.ChatItem]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- state -----------------------------------------------------------------------
 
@@ -166,10 +170,21 @@ class DeliveryQueue:
         if not new:
             return
         chat_ctx = agent.chat_ctx.copy()
+        owned = self._inserted.setdefault(agent, [])
         for p in new:
             chat_ctx.insert([p.fnc_call, p.output])
+            owned += [p.fnc_call, p.output]
             p.inserted_into.append(agent)
         await _compat.update_agent_chat_ctx(agent, chat_ctx)
+
+    async def restore(self, agent: Agent) -> None:
+        """Re-insert this package's items that a context rewrite (update_tools) dropped."""
+        present = {item.id for item in agent.chat_ctx.items}
+        missing = [item for item in self._inserted.get(agent, []) if item.id not in present]
+        if missing:
+            chat_ctx = agent.chat_ctx.copy()
+            chat_ctx.insert(missing)
+            await _compat.update_agent_chat_ctx(agent, chat_ctx)
 
     # -- the gate ----------------------------------------------------------------------
 

@@ -96,6 +96,39 @@ class AsyncToolOptions:
         "cancel one before starting another."
     )
 
+    # {tool_name} {call_id}. on_duplicate="reject": nothing new starts; the LLM should
+    # tell the caller the same request is already being worked on, not retry.
+    duplicate_running_template: str = (
+        "{tool_name} with the same request is already running (call id {call_id}); its "
+        "result will come to you. Do not call it again; tell the caller it is in progress."
+    )
+    # {tool_name} {call_id} {param}. on_duplicate="confirm": ask the caller first.
+    duplicate_confirm_template: str = (
+        "{tool_name} with the same request is already running (call id {call_id}). Ask the "
+        "caller whether they want to run it a second time; only if they say yes, call it "
+        "again with {param} set to true."
+    )
+    # {tool_name} {call_id}. cancel_task succeeded.
+    cancel_done_template: str = "{tool_name} (call id {call_id}) was cancelled."
+    # {tool_name} {call_id} {status}. cancel_task lost the race: the call had ended, so
+    # its real outcome stands and its result still comes.
+    cancel_too_late_template: str = (
+        "{tool_name} (call id {call_id}) had already finished ({status}) before it could be "
+        "cancelled; its result stands."
+    )
+    # {call_id}. Unknown or finished id: name it so the LLM can check get_running_tasks.
+    cancel_unknown_template: str = (
+        "There is no running background task with call id {call_id}; it may have finished "
+        "already. Call get_running_tasks to see what is running."
+    )
+    # {tool_name} {call_id}. Not cancellable: the LLM must not promise the caller a stop.
+    cancel_refused_template: str = (
+        "{tool_name} (call id {call_id}) cannot be cancelled once started; its result will "
+        "come when it is ready."
+    )
+    # No placeholders. get_running_tasks with nothing running.
+    no_running_tasks_template: str = "No background tasks are running."
+
     def __post_init__(self) -> None:
         if self.settle_delay < 0:
             raise ValueError(f"settle_delay must be >= 0, got {self.settle_delay!r}")

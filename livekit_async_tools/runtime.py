@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -12,6 +13,7 @@ from livekit.agents import Agent, AgentSession, RunContext, llm
 from . import _compat
 from ._log import logger
 from .context import AsyncRunContext
+from .control import ControlTools
 from .delivery import DeliveryQueue
 from .events import ReplyUpdated, TaskEnded, TaskInfo, TaskStarted, TaskUpdated
 from .options import AsyncToolOptions
@@ -19,6 +21,17 @@ from .task import Acknowledged, AsyncCall, Finished, render_message
 
 if TYPE_CHECKING:
     from .tool import ToolSpec
+
+CONFIRM_PARAM = "confirm_duplicate"
+"""The boolean parameter ``on_duplicate="confirm"`` adds to a tool's schema."""
+
+
+def duplicate_key(spec: ToolSpec, arguments: dict[str, object]) -> str:
+    """What makes two calls the same: the name, plus canonical JSON of the arguments."""
+    if spec.duplicate_scope == "name":
+        return spec.name
+    return spec.name + json.dumps(arguments, sort_keys=True, default=str, ensure_ascii=False)
+
 
 __all__ = ["AsyncToolRuntime", "attach", "runtime_of"]
 
@@ -99,6 +112,7 @@ class AsyncToolRuntime:
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._closed = False
         self.delivery = DeliveryQueue(self, session)
+        self.control = ControlTools(self)
         self._session_handlers: list[tuple[str, Callable[[Any], None]]] = [
             (name, self._on_session_event) for name in _SESSION_EVENTS
         ]
@@ -184,16 +198,18 @@ class AsyncToolRuntime:
         """
         call = self._calls.get(call_id)
         if call is None:
-            raise llm.ToolError(
-                f"There is no running background task with call id {call_id}; "
-                "it may have finished already."
-            )
+            raise llm.ToolError(self._options.cancel_unknown_template.format(call_id=call_id))
         if not call.spec.cancellable:
             raise llm.ToolError(
-                f"{call.tool_name} (call id {call_id}) cannot be cancelled once started; "
-                "its result will come when it is ready."
+                self._options.cancel_refused_template.format(
+                    tool_name=call.tool_name, call_id=call_id
+                )
             )
         return await self.stop(call, "cancelled")
+
+    def find_call(self, call_id: str) -> AsyncCall | None:
+        """The live call with ``call_id`` (internal)."""
+        return self._calls.get(call_id)
 
     async def settle(self, timeout: float | None = None) -> None:
         """Wait until no call is running and no deferred reply is pending.
@@ -263,6 +279,7 @@ class AsyncToolRuntime:
     def forget(self, call: AsyncCall) -> None:
         if self._calls.get(call.call_id) is call:
             del self._calls[call.call_id]
+        self.control.schedule()
         self.check_idle()
 
     def _is_idle(self) -> bool:
@@ -299,6 +316,8 @@ class AsyncToolRuntime:
         body: Callable[[AsyncRunContext[Any]], Coroutine[Any, Any, object]],
         arguments: dict[str, object],
         origin: Agent,
+        *,
+        confirmed: bool = False,
     ) -> object:
         """Start a background call and return what the LLM sees now."""
         call_id = run_ctx.function_call.call_id
@@ -306,6 +325,15 @@ class AsyncToolRuntime:
             raise llm.ToolError(f"The session is closing; {spec.name} was not started.")
         if call_id in self._calls:
             raise llm.ToolError(f"A call with id {call_id} is already running.")
+        duplicate = self._find_duplicate(spec, arguments)
+        if duplicate is not None and spec.on_duplicate != "allow":
+            fmt = {"tool_name": spec.name, "call_id": duplicate.call_id}
+            if spec.on_duplicate == "reject":
+                return self._options.duplicate_running_template.format(**fmt)
+            if spec.on_duplicate == "confirm" and not confirmed:
+                return self._options.duplicate_confirm_template.format(**fmt, param=CONFIRM_PARAM)
+            if spec.on_duplicate == "replace":
+                await self.stop(duplicate, "cancelled")
         if len(self._calls) >= self._options.max_tasks_per_session:
             logger.warning("async tool cap reached", extra={"function": spec.name})
             raise llm.ToolError(
@@ -321,6 +349,7 @@ class AsyncToolRuntime:
         )
         ctx = AsyncRunContext(run_ctx, call)
         self._calls[call_id] = call
+        self.control.schedule()
         self.delivery.track(run_ctx.speech_handle, origin)
         call.log_started()
         self.emit(
@@ -347,6 +376,13 @@ class AsyncToolRuntime:
             raise llm.ToolError(outcome.error_text or "")
         return self._ack_text(call, outcome)
 
+    def _find_duplicate(self, spec: ToolSpec, arguments: dict[str, object]) -> AsyncCall | None:
+        key = duplicate_key(spec, arguments)
+        for call in self._calls.values():
+            if call.spec.name == spec.name and duplicate_key(call.spec, call.arguments) == key:
+                return call
+        return None
+
     def _ack_text(self, call: AsyncCall, ack: Acknowledged) -> str:
         if ack.automatic:
             return self._options.ack_pending_template.format(
@@ -359,6 +395,7 @@ class AsyncToolRuntime:
     # -- session events ----------------------------------------------------------------
 
     def _on_session_event(self, _ev: object) -> None:
+        self.control.schedule()
         self.delivery.evaluate()
 
     def _on_speech_created(self, ev: Any) -> None:

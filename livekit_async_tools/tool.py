@@ -6,13 +6,16 @@ import inspect
 import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, TypeVar, overload
+from typing import Annotated, Any, Literal, TypeAlias, TypeVar, overload
 
 from livekit.agents import Agent, RunContext, llm
 from livekit.agents import function_tool as lk_function_tool
+from pydantic import Field
 
+from ._mock_registry import find_mock
 from .context import AsyncRunContext
 from .options import Delivery, OnHandoff
+from .runtime import CONFIRM_PARAM, attach
 
 __all__ = ["DuplicateMode", "DuplicateScope", "ToolDefinitionError", "ToolSpec", "function_tool"]
 
@@ -24,6 +27,10 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 CTX_PARAM = "lk_async_run_ctx"
 """Name of the keyword-only `RunContext` parameter livekit injects into the wrapper."""
 
+_CONFIRM_DESCRIPTION = (
+    "Set to true only when the caller confirmed they want this to run again while the "
+    "same request is already running."
+)
 _DELIVERIES = ("when_idle", "interrupt", "silent")
 _ON_HANDOFF = ("forward", "hold", "cancel")
 _DUPLICATE_MODES = ("allow", "reject", "replace", "confirm")
@@ -117,6 +124,22 @@ def _build_wrapper(fn: Callable[..., Any], ctx_name: str, spec: ToolSpec) -> Cal
         raise ToolDefinitionError(f"{fn.__qualname__}: the name {CTX_PARAM!r} is reserved")
     hints = _type_hints(fn)
     params = [p for p in sig.parameters.values() if p.name != ctx_name]
+    extra: dict[str, Any] = {CTX_PARAM: RunContext}
+    if spec.on_duplicate == "confirm":
+        if CONFIRM_PARAM in sig.parameters:
+            raise ToolDefinitionError(
+                f"{fn.__qualname__}: on_duplicate='confirm' adds a {CONFIRM_PARAM!r} "
+                "parameter; rename yours"
+            )
+        extra[CONFIRM_PARAM] = Annotated[bool, Field(description=_CONFIRM_DESCRIPTION)]
+        params.append(
+            inspect.Parameter(
+                CONFIRM_PARAM,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=False,
+                annotation=extra[CONFIRM_PARAM],
+            )
+        )
     params.append(
         inspect.Parameter(CTX_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=RunContext)
     )
@@ -124,7 +147,9 @@ def _build_wrapper(fn: Callable[..., Any], ctx_name: str, spec: ToolSpec) -> Cal
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         bound = wrapper_sig.bind(*args, **kwargs)
+        bound.apply_defaults()
         run_ctx: RunContext[Any] = bound.arguments.pop(CTX_PARAM)
+        confirmed = bool(bound.arguments.pop(CONFIRM_PARAM, False))
         user_args = dict(bound.arguments)
         first = params[0].name if params else None
         instance = user_args.get(first) if first is not None else None
@@ -134,9 +159,6 @@ def _build_wrapper(fn: Callable[..., Any], ctx_name: str, spec: ToolSpec) -> Cal
         else:
             origin = run_ctx.session.current_agent
             arguments = user_args
-        from .runtime import attach
-        from .testing._mocks import find_mock
-
         runtime = attach(run_ctx.session)
         mock = find_mock(type(origin), spec.name)
 
@@ -145,11 +167,11 @@ def _build_wrapper(fn: Callable[..., Any], ctx_name: str, spec: ToolSpec) -> Cal
                 return mock(ctx, arguments)
             return fn(**user_args, **{ctx_name: ctx})  # type: ignore[no-any-return]
 
-        return await runtime.dispatch(spec, run_ctx, body, arguments, origin)
+        return await runtime.dispatch(spec, run_ctx, body, arguments, origin, confirmed=confirmed)
 
     wrapper.__signature__ = wrapper_sig  # type: ignore[attr-defined]
     annotations = {p.name: hints[p.name] for p in params if p.name in hints}
-    annotations[CTX_PARAM] = RunContext
+    annotations.update(extra)
     if "return" in hints:
         annotations["return"] = hints["return"]
     wrapper.__annotations__ = annotations

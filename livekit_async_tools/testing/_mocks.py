@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import inspect
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from livekit.agents import Agent, RunContext, llm
 from livekit.agents import mock_tools as lk_mock_tools
 
+from .._mock_registry import MOCKS as _MOCKS
+from .._mock_registry import BoundMock as _Bound
 from ..context import AsyncRunContext
 from ..tool import CTX_PARAM
 
-__all__ = ["find_mock", "mock_tools"]
-
-_Bound = Callable[[AsyncRunContext[Any], Mapping[str, object]], Coroutine[Any, Any, object]]
-_MOCKS: contextvars.ContextVar[dict[type[Agent], dict[str, _Bound]]] = contextvars.ContextVar(
-    "livekit_async_tools_mocks"
-)
-
-
-def find_mock(agent_cls: type[Agent], tool_name: str) -> _Bound | None:
-    """The active mock for ``tool_name`` of ``agent_cls`` (exact class), if any."""
-    return _MOCKS.get({}).get(agent_cls, {}).get(tool_name)
+__all__ = ["mock_tools"]
 
 
 def _class_tools(
