@@ -113,7 +113,8 @@ def speaker_of(text: str, *agents: Agent) -> list[Agent]:
 async def test_result_waits_for_agent_task_and_is_spoken_by_the_origin() -> None:
     gate = Gate()
     travel = Travel(gate)
-    session, runtime, rec = await start(travel, brain())
+    llm_ = brain()
+    session, runtime, rec = await start(travel, llm_)
     scheduled_by: list[Agent] = []
     runtime.on(
         "reply_updated",
@@ -147,6 +148,27 @@ async def test_result_waits_for_agent_task_and_is_spoken_by_the_origin() -> None
         assert said[-2:] == ["Done: email ann@example.com", "Result: 3 flights to Paris"]
         assert scheduled_by == [travel]
         assert speaker_of("Result: 3 flights to Paris", travel, task) == [travel]
+        # the conversation went on after the result was recorded: the LLM is told it
+        # may have covered it already
+        delivery = [r for r in llm_.requests if "Background results" in r.instructions]
+        assert "arrived earlier in the conversation" in delivery[-1].instructions
+
+
+async def test_result_pending_under_a_task_is_dropped_when_the_session_closes() -> None:
+    gate = Gate()
+    travel = Travel(gate)
+    session, runtime, rec = await start(travel, brain())
+    async with session:
+        await session.run(user_input="find a flight")
+        session.generate_reply(user_input="book it")
+        await until(session, lambda: isinstance(session.current_agent, CollectEmail))
+        gate.release.set()
+        await until(session, lambda: bool(rec.of("task_ended")))
+    await runtime.settle(timeout=5)
+    assert [(e.status, e.reason) for e in rec.of("reply_updated")] == [
+        ("dropped", "session_closed")
+    ]
+    assert runtime.tasks == ()
 
 
 async def test_agent_tasks_own_async_tool_is_delivered_to_the_task() -> None:
