@@ -127,6 +127,12 @@ class ScriptedLLM(llm.LLM):  # type: ignore[type-arg]
         """Provider name reported to livekit."""
         return "livekit-async-tools"
 
+    def extend(self, replies: Sequence[Reply]) -> None:
+        """Append replies to a sequence script (e.g. to the ``scripted_llm`` fixture)."""
+        if self._decide is not None:
+            raise TypeError("this ScriptedLLM decides with a callable; it has no queue")
+        self._queue.extend(replies)
+
     @property
     def remaining(self) -> int:
         """Replies of a sequence script that no request has consumed yet."""
