@@ -35,7 +35,7 @@ def scripted_llm() -> ScriptedLLM:
 try:  # the `test` extra brings pytest-asyncio; without it, rely on the user's async plugin
     from pytest_asyncio import fixture as _async_fixture
 except ImportError:  # pragma: no cover
-    _async_fixture = pytest.fixture
+    _async_fixture = pytest.fixture  # type: ignore[assignment]
 
 
 @_async_fixture
