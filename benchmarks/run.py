@@ -141,6 +141,7 @@ async def idle_cpu(
     tracemalloc.stop()
     live = sum(len(rt.tasks) for _, rt in opened)
     assert live == sessions * per_session, live
+    await asyncio.sleep(1.0)  # let the turns themselves (replies, metrics) finish first
 
     gc.collect()
     c0 = time.process_time()
