@@ -11,6 +11,7 @@ from livekit.agents import Agent, RunContext, llm
 from livekit.agents import function_tool as lk_function_tool
 
 from . import _compat
+from .options import AsyncToolOptions
 
 if TYPE_CHECKING:
     from .runtime import AsyncToolRuntime
@@ -30,8 +31,6 @@ async def get_running_tasks(ctx: RunContext[Any]) -> str:
     seconds running, last progress message and whether it can be cancelled."""
     runtime = _runtime(ctx)
     if runtime is None or not runtime.tasks:
-        from .options import AsyncToolOptions
-
         opts = runtime.options if runtime is not None else AsyncToolOptions()
         return opts.no_running_tasks_template
     loop = asyncio.get_running_loop()
@@ -58,8 +57,6 @@ async def cancel_task(call_id: str, ctx: RunContext[Any]) -> str:
     """
     runtime = _runtime(ctx)
     if runtime is None:
-        from .options import AsyncToolOptions
-
         raise llm.ToolError(AsyncToolOptions().cancel_unknown_template.format(call_id=call_id))
     call = runtime.find_call(call_id)
     cancelled = await runtime.cancel(call_id)  # raises ToolError for unknown / refused

@@ -74,7 +74,6 @@ class DeliveryQueue:
     def __init__(self, runtime: AsyncToolRuntime, session: AgentSession[Any]) -> None:
         self._runtime = runtime
         self._session = session
-        self._loop = asyncio.get_running_loop()
         self._pending: list[PendingItem] = []
         self._handles: dict[str, tuple[SpeechHandle, Agent]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -228,7 +227,7 @@ class DeliveryQueue:
         if self._batch() is None:
             self._cancel_timer()
         elif self._timer is None:
-            self._timer = self._loop.call_later(
+            self._timer = asyncio.get_running_loop().call_later(
                 self._runtime.options.settle_delay, self._on_settled
             )
         self._runtime.check_idle()
@@ -285,7 +284,7 @@ class DeliveryQueue:
             # e.g. scheduling is draining right after an AgentTask completed: keep the
             # items pending and try again at the next gate event (or after settle_delay)
             logger.debug("generate_reply refused, retrying", extra={"target": target.id})
-            self._loop.call_later(self._runtime.options.settle_delay, self.evaluate)
+            asyncio.get_running_loop().call_later(self._runtime.options.settle_delay, self.evaluate)
             return
         self._remove(speak)
         self._reply = _Reply(items=speak, handle=handle, target=target)

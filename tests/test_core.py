@@ -348,3 +348,12 @@ async def test_session_close_cancels_tasks_and_drops_pending_replies(
     assert agent.cancelled_hook_runs == 1
     assert rec.of("task_ended")[0].status == "cancelled"
     assert "never retrieved" not in caplog.text
+
+
+def test_attach_works_before_the_event_loop_runs() -> None:
+    from livekit.agents import AgentSession
+
+    session: AgentSession = AgentSession(llm=ScriptedLLM([]))
+    runtime = attach(session, FAST)
+    assert runtime.tasks == ()
+    assert attach(session) is runtime
