@@ -110,3 +110,33 @@ async def test_mock_raising_and_runcontext_param() -> None:
         assert out.is_error
         assert isinstance(seen[0], AsyncRunContext)
         assert [e.status for e in rec.of("task_ended")] == ["failed"]
+
+
+async def test_mock_of_a_cancellable_tool_is_cancelled_like_the_real_one() -> None:
+    class Booking(Agent):
+        def __init__(self) -> None:
+            super().__init__(instructions="booking")
+
+        @function_tool(cancellable=True)
+        async def book(self, ctx: AsyncRunContext, seat: str) -> str:
+            """Book a seat."""
+            raise AssertionError("the real body must not run under a mock")
+
+    cancelled: list[str] = []
+
+    async def hangs(seat: str, ctx: AsyncRunContext) -> str:
+        ctx.on_cancel(lambda: cancelled.append(seat))
+        await ctx.update("holding the seat")
+        await asyncio.Event().wait()
+        return ""
+
+    llm_ = ScriptedLLM(keyword_brain({"book": ToolCall("book", {"seat": "2C"})}))
+    session, runtime, rec = await start(Booking(), llm_)
+    async with session:
+        with mock_tools(Booking, {"book": hangs}):
+            await session.run(user_input="book 2C")
+        (info,) = runtime.tasks
+        assert await runtime.cancel(info.call_id) is True
+        await runtime.settle(timeout=5)
+        assert cancelled == ["2C"]
+        assert [e.status for e in rec.of("task_ended")] == ["cancelled"]
