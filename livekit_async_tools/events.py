@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from livekit.agents import Agent
 
 __all__ = [
-    "EventName",
     "ReplyStatus",
     "ReplyUpdated",
     "TaskEnded",
@@ -30,8 +29,6 @@ TaskState: TypeAlias = Literal["starting", "running"]
 
 ReplyStatus: TypeAlias = Literal["scheduled", "delivered", "interrupted", "skipped", "dropped"]
 """What happened to a deferred reply."""
-
-EventName: TypeAlias = Literal["task_started", "task_updated", "task_ended", "reply_updated"]
 
 
 @dataclass(frozen=True)

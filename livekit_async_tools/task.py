@@ -104,10 +104,6 @@ class AsyncCall:
         return self.loop.time() - self.started_at
 
     @property
-    def acknowledged(self) -> bool:
-        return self.outcome.done() and isinstance(self.outcome.result(), Acknowledged)
-
-    @property
     def ended(self) -> bool:
         return self.status is not None
 
