@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ INSTRUCTIONS_REPLACE_PERSONA = VERSION < (1, 5, 0)
 """``generate_reply(instructions=)`` replaces the agent's instructions before 1.5."""
 
 
+@functools.cache
 def _accepts_keyword(fn: object, name: str) -> bool:
     try:
         return name in inspect.signature(fn).parameters  # type: ignore[arg-type]

@@ -83,7 +83,7 @@ class ControlTools:
 
     def _wanted(self) -> bool:
         mode = self._runtime.options.control_tools
-        return mode == "always" or (mode == "dynamic" and bool(self._runtime.tasks))
+        return mode == "always" or (mode == "dynamic" and self._runtime.has_live_calls)
 
     def _current(self) -> Agent | None:
         try:

@@ -207,6 +207,11 @@ class AsyncToolRuntime:
             )
         return await self.stop(call, "cancelled")
 
+    @property
+    def has_live_calls(self) -> bool:
+        """True while at least one call runs (cheaper than ``bool(tasks)``)."""
+        return bool(self._calls)
+
     def find_call(self, call_id: str) -> AsyncCall | None:
         """The live call with ``call_id`` (internal)."""
         return self._calls.get(call_id)
