@@ -168,22 +168,26 @@ class DeliveryQueue:
         new = [p for p in items if agent not in p.inserted_into]
         if not new:
             return
-        chat_ctx = agent.chat_ctx.copy()
-        owned = self._inserted.setdefault(agent, [])
+        chat_items: list[llm.ChatItem] = [item for p in new for item in (p.fnc_call, p.output)]
+        self._inserted.setdefault(agent, []).extend(chat_items)
         for p in new:
-            chat_ctx.insert([p.fnc_call, p.output])
-            owned += [p.fnc_call, p.output]
             p.inserted_into.append(agent)
-        await _compat.update_agent_chat_ctx(agent, chat_ctx)
+        await self._write(agent, chat_items)
 
     async def restore(self, agent: Agent) -> None:
         """Re-insert this package's items that a context rewrite (update_tools) dropped."""
         present = {item.id for item in agent.chat_ctx.items}
         missing = [item for item in self._inserted.get(agent, []) if item.id not in present]
         if missing:
-            chat_ctx = agent.chat_ctx.copy()
-            chat_ctx.insert(missing)
-            await _compat.update_agent_chat_ctx(agent, chat_ctx)
+            await self._write(agent, missing)
+
+    @staticmethod
+    async def _write(agent: Agent, items: list[llm.ChatItem]) -> None:
+        # copy, insert and replace with no await in between: nothing livekit adds
+        # to the context meanwhile can be lost
+        chat_ctx = agent.chat_ctx.copy()
+        chat_ctx.insert(items)
+        await _compat.update_agent_chat_ctx(agent, chat_ctx)
 
     # -- the gate ----------------------------------------------------------------------
 

@@ -240,8 +240,9 @@ class AsyncCall:
             self._timeout = None
         self.status = status
         self._hooks.clear()
-        text = self._error_text(status, error)
-        if status == "failed" and not isinstance(error, llm.ToolError):
+        text = event_error = self._error_text(status, error)
+        if status == "failed" and error is not None and not isinstance(error, llm.ToolError):
+            event_error = type(error).__name__  # details go to the log, not the event
             logger.error(
                 "async tool raised",
                 exc_info=error,
@@ -251,9 +252,6 @@ class AsyncCall:
                     **pii_extra(self.arguments),
                 },
             )
-        event_error = text
-        if status == "failed" and error is not None and not isinstance(error, llm.ToolError):
-            event_error = type(error).__name__
         self.runtime.forget(self)
         self.runtime.emit(
             "task_ended", TaskEnded(call_id=self.call_id, status=status, error=event_error)
