@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import TYPE_CHECKING
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from livekit.agents import llm
 from livekit.agents.version import __version__ as LIVEKIT_AGENTS_VERSION
@@ -13,10 +15,11 @@ if TYPE_CHECKING:
     from livekit.agents import Agent
 
 __all__ = [
-    "INSTRUCTIONS_REPLACE_PERSONA",
     "LIVEKIT_AGENTS_VERSION",
+    "SILENT_AGENT_CLOSE",
     "VERSION",
     "agent_is_closed",
+    "notify_lifecycle",
     "update_agent_chat_ctx",
 ]
 
@@ -33,8 +36,9 @@ def _parse(version: str) -> tuple[int, int, int]:
 
 VERSION = _parse(LIVEKIT_AGENTS_VERSION)
 
-INSTRUCTIONS_REPLACE_PERSONA = VERSION < (1, 5, 0)
-"""``generate_reply(instructions=)`` replaces the agent's instructions before 1.5."""
+SILENT_AGENT_CLOSE = VERSION < (1, 5, 0)
+"""Before 1.5 the handoff item is not emitted in ``conversation_item_added``, so no
+session event follows a handoff, the close of a handed-off agent or a hand-back."""
 
 
 @functools.cache
@@ -43,6 +47,43 @@ def _accepts_keyword(fn: object, name: str) -> bool:
         return name in inspect.signature(fn).parameters  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
+
+
+_Hook = Callable[[], Coroutine[Any, Any, None]]
+_lifecycle_callbacks: weakref.WeakKeyDictionary[Agent, list[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def notify_lifecycle(agent: Agent, callback: Callable[[], None]) -> None:
+    """On livekit-agents < 1.5 call ``callback`` after ``agent.on_enter()`` or
+    ``agent.on_exit()`` ran.
+
+    Those versions emit no session event when an agent is handed off, closes or is
+    handed back to; the agent's own public hooks are the one signal. The wrappers
+    call the original hooks first and are installed once per agent instance.
+    """
+    if not SILENT_AGENT_CLOSE:
+        return
+    callbacks = _lifecycle_callbacks.get(agent)
+    if callbacks is not None:
+        if callback not in callbacks:
+            callbacks.append(callback)
+        return
+    callbacks = _lifecycle_callbacks[agent] = [callback]
+
+    def wrap(hook: _Hook) -> _Hook:
+        async def wrapped() -> None:
+            try:
+                await hook()
+            finally:
+                for cb in list(callbacks):
+                    cb()
+
+        return wrapped
+
+    agent.on_enter = wrap(agent.on_enter)  # type: ignore[method-assign]
+    agent.on_exit = wrap(agent.on_exit)  # type: ignore[method-assign]
 
 
 def agent_is_closed(agent: Agent) -> bool:

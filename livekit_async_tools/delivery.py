@@ -77,6 +77,7 @@ class DeliveryQueue:
         self._pending: list[PendingItem] = []
         self._handles: dict[str, tuple[SpeechHandle, Agent]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._recheck: asyncio.TimerHandle | None = None
         self._reply: _Reply | None = None
         self._delivering = False
         self._closed = False
@@ -228,6 +229,7 @@ class DeliveryQueue:
         if self._closed:
             return
         self._runtime.apply_handoff_policies()
+        self._watch_closing_origins()
         if self._batch() is None:
             self._cancel_timer()
         elif self._timer is None:
@@ -235,6 +237,25 @@ class DeliveryQueue:
                 self._runtime.options.settle_delay, self._on_settled
             )
         self._runtime.check_idle()
+
+    def _watch_closing_origins(self) -> None:
+        """livekit-agents < 1.5 emits no session event when a handed-off agent's
+        activity finally closes; while an origin is neither current nor closed,
+        look again after ``settle_delay`` so a handoff policy is not left waiting for
+        the next unrelated event. (From 1.5 the handoff item event does this.)"""
+        if not _compat.SILENT_AGENT_CLOSE or self._recheck is not None:
+            return
+        current = self._current()
+        origins = {id(c.origin): c.origin for c in self._runtime.live_calls()}
+        origins.update({id(p.call.origin): p.call.origin for p in self._pending})
+        if any(o is not current and not _compat.agent_is_closed(o) for o in origins.values()):
+            self._recheck = asyncio.get_running_loop().call_later(
+                max(self._runtime.options.settle_delay, 0.1), self._on_recheck
+            )
+
+    def _on_recheck(self) -> None:
+        self._recheck = None
+        self.evaluate()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -308,10 +329,6 @@ class DeliveryQueue:
             text = opts.deliver_maybe_covered_template.format(**fmt)
         else:
             text = opts.deliver_template.format(**fmt)
-        if _compat.INSTRUCTIONS_REPLACE_PERSONA:
-            text = opts.persona_template.format(
-                agent_instructions=target.instructions, instructions=text
-            )
         return text
 
     @staticmethod
@@ -378,6 +395,9 @@ class DeliveryQueue:
             return
         self._closed = True
         self._cancel_timer()
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
         pending, self._pending = self._pending, []
         current = self._current()
         held = [

@@ -87,9 +87,6 @@ class AsyncToolOptions:
         "{tool_names} (tool outputs with call ids {items}). If they are still relevant, "
         "finish telling the caller briefly; otherwise reply with nothing."
     )
-    # {agent_instructions} {instructions}. livekit-agents < 1.5 replaces the agent's
-    # instructions for a generate_reply: keep the persona in front.
-    persona_template: str = "{agent_instructions}\n\n{instructions}"
     # {count}. The cap is reached: tell the LLM what the caller can do about it.
     too_many_tasks_template: str = (
         "Too many background tasks are running ({count}); wait for one to finish or "

@@ -15,6 +15,7 @@ from livekit_async_tools import (
     attach,
     function_tool,
 )
+from livekit_async_tools._compat import VERSION
 from livekit_async_tools.testing import ScriptedLLM, ToolCall
 
 from .conftest import FAST, keyword_brain, spoken, start, until
@@ -94,6 +95,10 @@ async def test_first_update_acknowledges_and_result_is_spoken_later() -> None:
         ]
         assert rec.of("task_ended")[0].status == "succeeded"
         assert runtime.tasks == ()
+        # the deferred reply keeps the agent's persona: generate_reply's instructions
+        # are added next to the agent's own (observed on 1.4.6 and 1.8.9 alike)
+        delivery = [r for r in session.llm.requests if "Background results" in r.instructions]
+        assert "You are a travel agent." in delivery[-1].instructions
 
 
 async def test_progress_update_is_spoken_through_the_gate() -> None:
@@ -247,10 +252,12 @@ async def test_invalid_arguments_get_livekits_validation_error() -> None:
     session, runtime, rec = await start(agent, llm_)
     async with session:
         result = await session.run(user_input="flight")
-        result.expect.next_event().is_function_call(name="search_flights")
-        out = result.expect.next_event().is_function_call_output().event().item
-        assert out.is_error
-        assert "search_flights" in out.output
+        outs = [e.item for e in result.events if e.type == "function_call_output"]
+        assert len(outs) == 1
+        assert outs[0].is_error
+        if VERSION >= (1, 5, 0):  # 1.4 tells the LLM only "An internal error occurred"
+            assert "search_flights" in outs[0].output
+        assert spoken(session) == ["Which city?"]
         assert rec.events == []
         assert runtime.tasks == ()
 
