@@ -6,7 +6,7 @@ import functools
 import inspect
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from livekit.agents import llm
 from livekit.agents.version import __version__ as LIVEKIT_AGENTS_VERSION
@@ -50,14 +50,15 @@ def _accepts_keyword(fn: object, name: str) -> bool:
 
 
 _Hook = Callable[[], Coroutine[Any, Any, None]]
-_lifecycle_callbacks: weakref.WeakKeyDictionary[Agent, list[Callable[[], None]]] = (
+LifecycleCallback = Callable[["Agent", Literal["enter", "exit"]], None]
+_lifecycle_callbacks: weakref.WeakKeyDictionary[Agent, list[LifecycleCallback]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def notify_lifecycle(agent: Agent, callback: Callable[[], None]) -> None:
-    """On livekit-agents < 1.5 call ``callback`` after ``agent.on_enter()`` or
-    ``agent.on_exit()`` ran.
+def notify_lifecycle(agent: Agent, callback: LifecycleCallback) -> None:
+    """On livekit-agents < 1.5 call ``callback(agent, "enter" | "exit")`` after
+    ``agent.on_enter()`` or ``agent.on_exit()`` ran.
 
     Those versions emit no session event when an agent is handed off, closes or is
     handed back to; the agent's own public hooks are the one signal. The wrappers
@@ -72,18 +73,18 @@ def notify_lifecycle(agent: Agent, callback: Callable[[], None]) -> None:
         return
     callbacks = _lifecycle_callbacks[agent] = [callback]
 
-    def wrap(hook: _Hook) -> _Hook:
+    def wrap(hook: _Hook, which: Literal["enter", "exit"]) -> _Hook:
         async def wrapped() -> None:
             try:
                 await hook()
             finally:
                 for cb in list(callbacks):
-                    cb()
+                    cb(agent, which)
 
         return wrapped
 
-    agent.on_enter = wrap(agent.on_enter)  # type: ignore[method-assign]
-    agent.on_exit = wrap(agent.on_exit)  # type: ignore[method-assign]
+    agent.on_enter = wrap(agent.on_enter, "enter")  # type: ignore[method-assign]
+    agent.on_exit = wrap(agent.on_exit, "exit")  # type: ignore[method-assign]
 
 
 def agent_is_closed(agent: Agent) -> bool:

@@ -78,6 +78,7 @@ class DeliveryQueue:
         self._handles: dict[str, tuple[SpeechHandle, Agent]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._recheck: asyncio.TimerHandle | None = None
+        self._exiting: weakref.WeakSet[Agent] = weakref.WeakSet()
         self._reply: _Reply | None = None
         self._delivering = False
         self._closed = False
@@ -238,19 +239,24 @@ class DeliveryQueue:
             )
         self._runtime.check_idle()
 
+    def on_lifecycle(self, agent: Agent, which: Literal["enter", "exit"]) -> None:
+        """livekit-agents < 1.5 only (see `_compat.notify_lifecycle`): an origin
+        entered or exited; an exited one closes shortly after its ``on_exit``."""
+        if which == "exit":
+            self._exiting.add(agent)
+        else:
+            self._exiting.discard(agent)  # handed back to: running again
+        self.evaluate()
+
     def _watch_closing_origins(self) -> None:
-        """livekit-agents < 1.5 emits no session event when a handed-off agent's
-        activity finally closes; while an origin is neither current nor closed,
-        look again after ``settle_delay`` so a handoff policy is not left waiting for
-        the next unrelated event. (From 1.5 the handoff item event does this.)"""
-        if not _compat.SILENT_AGENT_CLOSE or self._recheck is not None:
+        """An origin whose ``on_exit`` ran is still closing: look again after
+        ``settle_delay`` until it is closed, so its handoff policy applies without
+        waiting for an unrelated event (only before 1.5, where no event follows)."""
+        if self._recheck is not None:
             return
-        current = self._current()
-        origins = {id(c.origin): c.origin for c in self._runtime.live_calls()}
-        origins.update({id(p.call.origin): p.call.origin for p in self._pending})
-        if any(o is not current and not _compat.agent_is_closed(o) for o in origins.values()):
+        if any(not _compat.agent_is_closed(a) for a in self._exiting):
             self._recheck = asyncio.get_running_loop().call_later(
-                max(self._runtime.options.settle_delay, 0.1), self._on_recheck
+                max(self._runtime.options.settle_delay, 0.05), self._on_recheck
             )
 
     def _on_recheck(self) -> None:

@@ -212,10 +212,6 @@ class AsyncToolRuntime:
         """True while at least one call runs (cheaper than ``bool(tasks)``)."""
         return bool(self._calls)
 
-    def live_calls(self) -> list[AsyncCall]:
-        """The live calls (internal)."""
-        return list(self._calls.values())
-
     def find_call(self, call_id: str) -> AsyncCall | None:
         """The live call with ``call_id`` (internal)."""
         return self._calls.get(call_id)
@@ -358,7 +354,7 @@ class AsyncToolRuntime:
         )
         ctx = AsyncRunContext(run_ctx, call)
         self._calls[call_id] = call
-        _compat.notify_lifecycle(origin, self.delivery.evaluate)
+        _compat.notify_lifecycle(origin, self.delivery.on_lifecycle)
         self.control.schedule()
         self.delivery.track(run_ctx.speech_handle, origin)
         call.log_started()
