@@ -12,13 +12,14 @@ from livekit.agents import llm
 from livekit.agents.version import __version__ as LIVEKIT_AGENTS_VERSION
 
 if TYPE_CHECKING:
-    from livekit.agents import Agent
+    from livekit.agents import Agent, AgentSession
 
 __all__ = [
     "LIVEKIT_AGENTS_VERSION",
     "SILENT_AGENT_CLOSE",
     "VERSION",
     "agent_is_closed",
+    "caller_turn_wait",
     "notify_lifecycle",
     "update_agent_chat_ctx",
 ]
@@ -85,6 +86,26 @@ def notify_lifecycle(agent: Agent, callback: LifecycleCallback) -> None:
 
     agent.on_enter = wrap(agent.on_enter, "enter")  # type: ignore[method-assign]
     agent.on_exit = wrap(agent.on_exit, "exit")  # type: ignore[method-assign]
+
+
+TRANSCRIPTION_ALLOWANCE = 1.0
+"""Seconds allowed for transcribing a caller's turn after endpointing gave up."""
+
+
+def caller_turn_wait(session: AgentSession[Any]) -> float:
+    """How long after the caller stops speaking a turn may still be committed:
+    the session's maximum endpointing delay plus a transcription allowance."""
+    opts = session.options
+    max_delay: object = 3.0
+    endpointing = getattr(opts, "endpointing", None)  # >= 1.5: a TypedDict
+    if isinstance(endpointing, dict):
+        max_delay = endpointing.get("max_delay", 3.0)
+    else:  # 1.4: a flat option
+        max_delay = getattr(opts, "max_endpointing_delay", 3.0)
+    try:
+        return float(max_delay) + TRANSCRIPTION_ALLOWANCE  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 3.0 + TRANSCRIPTION_ALLOWANCE
 
 
 def agent_is_closed(agent: Agent) -> bool:

@@ -79,6 +79,11 @@ class DeliveryQueue:
         self._timer: asyncio.TimerHandle | None = None
         self._recheck: asyncio.TimerHandle | None = None
         self._exiting: weakref.WeakSet[Agent] = weakref.WeakSet()
+        # the caller's turn: pending from the end of their speech until it is committed
+        # (a user message lands) or the bounded wait derived from endpointing passes
+        self._turn_pending = False
+        self._committed_since_speech = False
+        self._turn_deadline: asyncio.TimerHandle | None = None
         self._reply: _Reply | None = None
         self._delivering = False
         self._closed = False
@@ -201,11 +206,43 @@ class DeliveryQueue:
             return False  # paused under a task, or still draining
         return item.call.on_handoff == "forward"
 
+    def on_user_state(self, ev: Any) -> None:
+        """The caller started or stopped speaking (``user_state_changed``)."""
+        if ev.new_state == "speaking":
+            self._committed_since_speech = False
+            self._set_turn_pending(False)
+        elif ev.old_state == "speaking" and not self._committed_since_speech:
+            self._set_turn_pending(True)
+        self.evaluate()
+
+    def on_item_added(self, ev: Any) -> None:
+        """A conversation item landed; a user message commits the caller's turn."""
+        item = ev.item
+        if isinstance(item, llm.ChatMessage) and item.role == "user":
+            self._committed_since_speech = True
+            self._set_turn_pending(False)
+        self.evaluate()
+
+    def _set_turn_pending(self, pending: bool) -> None:
+        self._turn_pending = pending
+        if self._turn_deadline is not None:
+            self._turn_deadline.cancel()
+            self._turn_deadline = None
+        if pending:
+            self._turn_deadline = asyncio.get_running_loop().call_later(
+                _compat.caller_turn_wait(self._session), self._on_turn_deadline
+            )
+
+    def _on_turn_deadline(self) -> None:
+        self._turn_deadline = None
+        self._turn_pending = False  # the speech never became a turn
+        self.evaluate()
+
     def _quiet(self, current: Agent) -> bool:
         session = self._session
         if session.agent_state not in _QUIET_AGENT_STATES:
             return False
-        if session.user_state == "speaking":
+        if session.user_state == "speaking" or self._turn_pending:
             return False
         for handle, owner in self._handles.values():
             if handle.done():
@@ -401,9 +438,10 @@ class DeliveryQueue:
             return
         self._closed = True
         self._cancel_timer()
-        if self._recheck is not None:
-            self._recheck.cancel()
-            self._recheck = None
+        for timer in (self._recheck, self._turn_deadline):
+            if timer is not None:
+                timer.cancel()
+        self._recheck = self._turn_deadline = None
         pending, self._pending = self._pending, []
         current = self._current()
         held = [

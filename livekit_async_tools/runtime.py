@@ -37,12 +37,7 @@ __all__ = ["AsyncToolRuntime", "attach", "runtime_of"]
 
 _T = TypeVar("_T")
 _EVENTS = ("task_started", "task_updated", "task_ended", "reply_updated")
-_SESSION_EVENTS = (
-    "agent_state_changed",
-    "user_state_changed",
-    "conversation_item_added",
-    "function_tools_executed",
-)
+_SESSION_EVENTS = ("agent_state_changed", "function_tools_executed")
 
 _runtimes: weakref.WeakKeyDictionary[AgentSession[Any], AsyncToolRuntime] = (
     weakref.WeakKeyDictionary()
@@ -117,6 +112,8 @@ class AsyncToolRuntime:
             (name, self._on_session_event) for name in _SESSION_EVENTS
         ]
         self._session_handlers += [
+            ("user_state_changed", self._on_user_state),
+            ("conversation_item_added", self._on_item_added),
             ("speech_created", self._on_speech_created),
             ("close", self._on_session_close),
         ]
@@ -403,6 +400,13 @@ class AsyncToolRuntime:
     def _on_session_event(self, _ev: object) -> None:
         self.control.schedule()
         self.delivery.evaluate()
+
+    def _on_user_state(self, ev: Any) -> None:
+        self.delivery.on_user_state(ev)
+
+    def _on_item_added(self, ev: Any) -> None:
+        self.control.schedule()
+        self.delivery.on_item_added(ev)
 
     def _on_speech_created(self, ev: Any) -> None:
         self.delivery.track(ev.speech_handle)
