@@ -26,14 +26,14 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	grep -v '^livekit-agents' constraints.txt > $(VENV)/constraints.txt
+	grep -v '^livekit-' constraints.txt > $(VENV)/constraints.txt
 	$(BIN)/python -m pip install --quiet \
 		-c $(if $(LIVEKIT_AGENTS),$(VENV)/constraints.txt,constraints.txt) \
 		-e '.[$(EXTRAS)]' $(LIVEKIT_PIN)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/python examples/voice_call.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

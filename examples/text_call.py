@@ -2,7 +2,7 @@
 collects the caller's email, and its result is spoken by the travel agent only
 after the task returns and the line is quiet.
 
-Run it with ``make demo`` (or ``python examples/demo.py``). No API keys, no
+Run it with ``python examples/text_call.py``. No API keys, no
 network: the LLM is a `ScriptedLLM` that decides from what the caller said, the
 session is a real `livekit.agents.AgentSession` in text mode.
 """

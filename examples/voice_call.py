@@ -1,0 +1,331 @@
+"""A real voice call, offline: audio in and out, no API keys, no network, no server.
+
+The caller's lines are synthesized by a local TTS and played into a real
+`AgentSession` as microphone audio; silero VAD and a local STT turn them into
+turns; a scripted LLM decides from what the STT actually heard; the agent's
+replies are synthesized and "played" on a recording speaker in simulated time.
+
+What happens:
+  1. the caller asks for flights; the search runs in the background and the agent
+     acknowledges at once;
+  2. the caller keeps talking and asks for a hotel too (a second background task);
+  3. the caller wants to book: an `AgentTask` collects their email by voice, and the
+     flight search finishes while that task has the floor;
+  4. the flight result is spoken by the travel agent after the task returns, when
+     nobody is speaking;
+  5. the hotel result arrives while the caller is mid-sentence and waits until the
+     caller has finished and been answered.
+
+Outputs in ``demo-output/``: ``call.wav`` (caller left, agent right),
+``timeline.png`` and ``transcript.txt``. Run with ``make demo`` or
+``python examples/voice_call.py [--speed X | --realtime]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from livekit.agents import Agent, AgentSession, AgentTask, llm
+
+from livekit_async_tools import AsyncRunContext, AsyncToolOptions, attach, function_tool
+from livekit_async_tools.testing import LLMRequest, Reply, ScriptedLLM, ToolCall
+from livekit_async_tools.testing.audio import (
+    CallClock,
+    CallRecorder,
+    RecordingSpeaker,
+    ScriptedCaller,
+    voice_session_kwargs,
+)
+
+
+class CollectEmail(AgentTask[str]):
+    """Collects the caller's email by voice; it has the floor while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="You are the email collector.")
+
+    async def on_enter(self) -> None:
+        self.session.generate_reply(instructions="ASK_EMAIL")
+
+    @function_tool
+    async def record_email(self, email: str) -> None:
+        """Record the caller's email address.
+
+        Args:
+            email: The address, as the caller spelled it.
+        """
+        self.complete(email)
+
+
+class TravelAgent(Agent):
+    def __init__(self, clock: CallClock) -> None:
+        super().__init__(instructions="You are Tess, a friendly travel agent.")
+        self.clock = clock
+        # the demo decides when each search "returns", so every run tells the same story
+        self.flights_ready = asyncio.Event()
+        self.hotel_ready = asyncio.Event()
+
+    @function_tool(timeout=120)
+    async def search_flights(self, ctx: AsyncRunContext, city: str) -> str:
+        """Search flights to a city (slow: several airlines are asked).
+
+        Args:
+            city: Destination city.
+        """
+        await ctx.update(f"searching flights to {city}")
+        await self.flights_ready.wait()
+        return f"3 flights to {city} on Friday; the cheapest is 189 dollars at 7:40 in the morning"
+
+    @function_tool(timeout=120)
+    async def search_hotels(self, ctx: AsyncRunContext, area: str) -> str:
+        """Search hotels in an area.
+
+        Args:
+            area: Where the caller wants to stay.
+        """
+        await ctx.update(f"checking hotels near the {area}")
+        await self.hotel_ready.wait()
+        return f"2 hotels with rooms near the {area}; the River Inn is 120 dollars a night"
+
+    @function_tool
+    async def collect_email(self) -> str:
+        """Collect the caller's email address for the booking."""
+        email = await CollectEmail()
+        return f"email recorded: {email}"
+
+
+def decide(req: LLMRequest) -> Reply:
+    """A scripted LLM that decides from what STT heard, tolerant of mis-hearing."""
+    items = list(req.chat_ctx.items)
+    text = req.instructions
+    if "ASK_EMAIL" in text:
+        return "Sure. What email address should I send the booking to?"
+    if "Background results" in text or "cut off while telling" in text:
+        wanted = set(re.findall(r"[\w-]+_(?:final|update_\d+)", text))
+        named = [
+            it.output
+            for it in items
+            if isinstance(it, llm.FunctionCallOutput) and it.call_id in wanted
+        ]
+        return f"Good news: I found {'; and '.join(named)}." if named else ""
+    last = items[-1] if items else None
+    if isinstance(last, llm.FunctionCallOutput):
+        if "searching flights" in last.output:
+            return "I'm searching flights for you now. That takes a moment."
+        if "checking hotels" in last.output:
+            return "I'm checking hotels as well."
+        if last.output.startswith("email recorded"):
+            return "Thanks, I have your email."
+        return ""
+    heard = req.last_user_text.lower()
+    if "email collector" in text:
+        email = spoken_email(heard)
+        if email:
+            return ToolCall("record_email", {"email": email})
+        return "Sorry, could you spell that email address?"
+    if "hotel" in heard:
+        return ToolCall("search_hotels", {"area": "old town"})
+    if "book" in heard:
+        return ToolCall("collect_email")
+    if any(w in heard for w in ("window", "seat", "sit", "meal", "vegetarian")):
+        return "Noted: a window seat and a vegetarian meal."
+    if any(w in heard for w in ("flight", "fly", "boston")):
+        return ToolCall("search_flights", {"city": "Boston"})
+    return "Okay."
+
+
+def spoken_email(heard: str) -> str | None:
+    """'my email address is john at example dot com' -> 'john@example.com'.
+
+    STT often hears "at" as "an"; the word before it is the name.
+    """
+    m = re.search(r"(\w+) (?:at|an|and) (\w+) dot (\w+)", heard)
+    return f"{m[1]}@{m[2]}.{m[3]}" if m else None
+
+
+@dataclass
+class CallResult:
+    """What a finished call recorded."""
+
+    recorder: CallRecorder
+    caller: ScriptedCaller
+    speaker: RecordingSpeaker
+    flights_call: str
+    hotels_call: str
+    email_done_at: float
+    wall_seconds: float
+
+
+async def run_call(
+    speed: float = 2.0,
+    *,
+    out_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> CallResult:
+    """Run the scripted phone call and return its recording."""
+    say = progress or (lambda _line: None)
+    wall0 = time.monotonic()
+    clock = CallClock(speed=speed)
+    caller = ScriptedCaller(clock)
+    session: AgentSession[Any] = AgentSession(llm=ScriptedLLM(decide), **voice_session_kwargs())
+    speaker = RecordingSpeaker(clock, who=lambda: type(session.current_agent).__name__)
+    session.input.audio = caller
+    session.output.audio = speaker
+    runtime = attach(session, AsyncToolOptions(settle_delay=0.3))
+    recorder = CallRecorder(session, runtime, caller, speaker)
+    agent = TravelAgent(clock)
+
+    wake = asyncio.Event()
+    for name in ("agent_state_changed", "user_state_changed", "conversation_item_added"):
+        session.on(name, lambda _ev: wake.set())
+    for name in ("task_ended", "reply_updated"):
+        runtime.on(name, lambda _ev: wake.set())  # type: ignore[call-overload]
+
+    async def until(cond: Callable[[], bool], timeout: float = 60.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not cond():
+            wake.clear()
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise TimeoutError(
+                    "the call did not reach the expected point; so far:\n"
+                    + "\n".join(recorder.transcript_lines())
+                )
+            # the speaker's playback end is not a session event: look again soon
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), min(left, 0.1))
+
+    def quiet() -> bool:
+        return session.agent_state == "listening" and not speaker.speaking
+
+    async def agent_done() -> None:
+        await until(lambda: not quiet())
+        await until(quiet)
+        await clock.sleep(0.8)
+        await until(quiet)
+
+    def delivered(call_id: str) -> bool:
+        return any(
+            e.kind == "reply_updated" and call_id in e.call_ids and "delivered" in e.detail
+            for e in recorder.events
+        )
+
+    async def started(tool: str) -> str:
+        def find() -> str | None:
+            return next(
+                (
+                    e.call_ids[0]
+                    for e in recorder.events
+                    if e.kind == "task_started" and getattr(e.payload, "tool_name", "") == tool
+                ),
+                None,
+            )
+
+        await until(lambda: find() is not None)
+        return find() or ""
+
+    async def line(text: str) -> None:
+        say(f"{clock.now():6.1f}s  caller: {text}")
+        await caller.say(text)
+
+    async with session:
+        await session.start(agent)
+        clock.start()
+        await clock.sleep(0.5)
+        await line("Hi, can you find me a flight to Boston on Friday?")
+        await agent_done()
+        flights = await started("search_flights")
+        await line("Could you also find a hotel in the old town?")
+        await agent_done()
+        hotels = await started("search_hotels")
+        await line("I would like to book that flight.")
+        await until(lambda: isinstance(session.current_agent, CollectEmail))
+        await agent_done()
+        say(f"{clock.now():6.1f}s  (the caller looks for their email address...)")
+        agent.flights_ready.set()
+        await until(lambda: recorder.task_span(flights)[1] is not None)
+        say(f"{clock.now():6.1f}s  flight search finished: it waits, the email task has the floor")
+        await clock.sleep(2.0)
+        await line("My email address is john at example dot com.")
+        await until(lambda: session.current_agent is agent)
+        email_done_at = clock.now()
+        await until(lambda: delivered(flights))
+        await until(quiet)
+        await clock.sleep(1.0)
+
+        def release_hotels(_seg: object) -> None:
+            async def later() -> None:
+                await clock.sleep(1.5)
+                say(f"{clock.now():6.1f}s  hotel search finished while the caller is talking")
+                agent.hotel_ready.set()
+
+            task = asyncio.ensure_future(later())
+            tasks.append(task)
+
+        tasks: list[asyncio.Future[None]] = []
+        caller.on_speech_start.append(release_hotels)
+        await line(
+            "One more thing, I would like to sit by the window, and I would like a vegetarian meal."
+        )
+        caller.on_speech_start.clear()
+        await until(lambda: delivered(hotels))
+        await until(quiet)
+        await clock.sleep(1.0)
+        await runtime.settle(timeout=30)
+        await asyncio.gather(*tasks)
+    await speaker.aclose()
+
+    result = CallResult(
+        recorder=recorder,
+        caller=caller,
+        speaker=speaker,
+        flights_call=flights,
+        hotels_call=hotels,
+        email_done_at=email_done_at,
+        wall_seconds=time.monotonic() - wall0,
+    )
+    if out_dir is not None:
+        await asyncio.to_thread(write_outputs, recorder, out_dir)
+    return result
+
+
+def write_outputs(recorder: CallRecorder, out_dir: Path) -> None:
+    """Write call.wav, timeline.png and transcript.txt into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recorder.write_wav(str(out_dir / "call.wav"))
+    recorder.write_timeline_png(
+        str(out_dir / "timeline.png"),
+        title="livekit-async-tools: an offline voice call with two background tool calls",
+    )
+    (out_dir / "transcript.txt").write_text("\n".join(recorder.transcript_lines()) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--speed", type=float, default=2.0, help="call clock speed factor")
+    parser.add_argument("--realtime", action="store_true", help="play at real speed")
+    parser.add_argument("--out", type=Path, default=Path("demo-output"))
+    args = parser.parse_args()
+    speed = 1.0 if args.realtime else args.speed
+    logging.basicConfig(level=logging.ERROR)
+    print(f"Offline voice call at {speed:g}x (loading local STT/TTS/VAD models)...", flush=True)
+    result = asyncio.run(run_call(speed, out_dir=args.out, progress=lambda s: print(s, flush=True)))
+    print("\nTranscript (call seconds):\n")
+    print("\n".join(result.recorder.transcript_lines()))
+    print(
+        f"\nWrote {args.out}/call.wav, {args.out}/timeline.png, {args.out}/transcript.txt "
+        f"({result.wall_seconds:.0f} s wall time)."
+    )
+
+
+if __name__ == "__main__":
+    main()
