@@ -138,7 +138,7 @@ def decide(req: LLMRequest) -> Reply:
         return ToolCall("collect_email")
     if any(w in heard for w in ("window", "seat", "sit", "meal", "vegetarian")):
         return "Noted: a window seat and a vegetarian meal."
-    if any(w in heard for w in ("flight", "fly", "boston")):
+    if any(w in heard for w in ("flight", "fly", "boston", "friday")):
         return ToolCall("search_flights", {"city": "Boston"})
     return "Okay."
 
@@ -146,9 +146,9 @@ def decide(req: LLMRequest) -> Reply:
 def spoken_email(heard: str) -> str | None:
     """'my email address is john at example dot com' -> 'john@example.com'.
 
-    STT often hears "at" as "an"; the word before it is the name.
+    STT often hears "at" as "an" and "dot" as "but"; the word before it is the name.
     """
-    m = re.search(r"(\w+) (?:at|an|and) (\w+) dot (\w+)", heard)
+    m = re.search(r"(\w+) (?:at|an|and|add|had) (\w+)(?: \w+)? (com|org|net)\b", heard)
     return f"{m[1]}@{m[2]}.{m[3]}" if m else None
 
 
