@@ -10,6 +10,7 @@ from livekit.agents import Agent, RunContext
 from .options import Delivery
 
 if TYPE_CHECKING:
+    from .delivery import FollowUpMode
     from .task import AsyncCall
 
 __all__ = ["AsyncRunContext", "CancelCallback"]
@@ -84,6 +85,28 @@ class AsyncRunContext(RunContext[Userdata_T], Generic[Userdata_T]):
             RuntimeError: The call has already ended.
         """
         await self._async_call.update(message, delivery=delivery)
+
+    def steer(self, text: str) -> None:
+        """Give the origin agent a note its LLM sees before its next request.
+
+        Never spoken; if the origin was handed off for good, the ``on_handoff``
+        policy decides which agent gets it (see `AsyncToolRuntime.steer`).
+        """
+        call = self._async_call
+        call.runtime.steer_from(text, origin=call.origin, on_handoff=call.on_handoff)
+
+    def follow_up(self, text: str, *, mode: FollowUpMode = "one_at_a_time") -> str:
+        """Queue an instruction the origin agent speaks at its next quiet moment.
+
+        Same target rules as the call's results (see `AsyncToolRuntime.follow_up`).
+
+        Returns:
+            The follow-up's id (its ``call_ids`` in `ReplyUpdated` events).
+        """
+        call = self._async_call
+        return call.runtime.queue_follow_up(
+            text, origin=call.origin, on_handoff=call.on_handoff, mode=mode
+        )
 
     def on_cancel(self, callback: CancelCallback) -> None:
         """Register a cleanup hook run once if the call is cancelled or times out.

@@ -126,6 +126,14 @@ class AsyncToolOptions:
     # No placeholders. get_running_tasks with nothing running.
     no_running_tasks_template: str = "No background tasks are running."
 
+    # {text}. A follow-up queued by the app or a tool: an instruction for the reply.
+    follow_up_template: str = "{text}"
+    # {text}. A steering note: marked as not said by the caller, so the LLM neither
+    # answers it aloud nor attributes it to the caller.
+    steer_template: str = (
+        "Note from the application (the caller did not say this and cannot see it): {text}"
+    )
+
     def __post_init__(self) -> None:
         if self.settle_delay < 0:
             raise ValueError(f"settle_delay must be >= 0, got {self.settle_delay!r}")

@@ -14,9 +14,10 @@ from . import _compat
 from ._log import logger
 from .context import AsyncRunContext
 from .control import ControlTools
-from .delivery import DeliveryQueue
+from .delivery import DeliveryQueue, FollowUpMode
 from .events import ReplyUpdated, TaskEnded, TaskInfo, TaskStarted, TaskUpdated
 from .options import AsyncToolOptions
+from .steering import Steering
 from .task import Acknowledged, AsyncCall, Finished, render_message
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ class AsyncToolRuntime:
         self._closed = False
         self.delivery = DeliveryQueue(self, session)
         self.control = ControlTools(self)
+        self._steering = Steering(self)
         self._session_handlers: list[tuple[str, Callable[[Any], None]]] = [
             (name, self._on_session_event) for name in _SESSION_EVENTS
         ]
@@ -240,6 +242,57 @@ class AsyncToolRuntime:
             if fut in self._idle_waiters:
                 self._idle_waiters.remove(fut)
 
+    def steer(self, text: str) -> None:
+        """Give the current agent a note the LLM sees before its next request.
+
+        The note goes into the agent's context at once as a system message (the
+        caller never hears it); if the agent changes before the LLM was asked
+        again, the note moves to the new agent too.
+
+        Raises:
+            RuntimeError: The session is closed or has no current agent.
+        """
+        self._steering.steer(text, origin=None)
+
+    def steer_from(self, text: str, *, origin: Agent, on_handoff: str) -> None:
+        """`steer` aimed at a call's origin agent (internal; used by the context)."""
+        self._steering.steer(text, origin=origin, on_handoff=on_handoff)
+
+    def follow_up(self, text: str, *, mode: FollowUpMode = "one_at_a_time") -> str:
+        """Queue an instruction for the current agent, spoken at the next quiet moment.
+
+        It goes through the same gate as results: with ``mode="one_at_a_time"`` at
+        most one such follow-up is spoken per quiet moment, with ``"all"`` every
+        pending one goes into the next reply. It follows the runtime's
+        ``on_handoff`` policy if the agent is handed off.
+
+        Args:
+            text: The instruction for the LLM (e.g. "Ask whether they need a hotel").
+            mode: ``"one_at_a_time"`` or ``"all"``.
+
+        Returns:
+            The follow-up's id, used as its ``call_ids`` in `ReplyUpdated` events.
+
+        Raises:
+            RuntimeError: The session is closed or has no current agent.
+        """
+        return self.queue_follow_up(text, origin=None, on_handoff=None, mode=mode)
+
+    def queue_follow_up(
+        self, text: str, *, origin: Agent | None, on_handoff: str | None, mode: FollowUpMode
+    ) -> str:
+        """`follow_up` for a given origin agent (internal; used by the context)."""
+        if mode not in ("one_at_a_time", "all"):
+            raise ValueError(f"mode must be 'one_at_a_time' or 'all', got {mode!r}")
+        if self._closed:
+            raise RuntimeError("the session is closed; the follow-up was not queued")
+        target = origin or self.delivery.gate.current()
+        if target is None:
+            raise RuntimeError("the session has no current agent; start it first")
+        return self.delivery.add_follow_up(
+            text, origin=target, on_handoff=on_handoff or self._options.on_handoff, mode=mode
+        )
+
     def describe(self) -> list[str]:
         """Human-readable lines naming what is running or pending."""
         lines = [
@@ -351,9 +404,9 @@ class AsyncToolRuntime:
         )
         ctx = AsyncRunContext(run_ctx, call)
         self._calls[call_id] = call
-        _compat.notify_lifecycle(origin, self.delivery.on_lifecycle)
+        _compat.notify_lifecycle(origin, self.delivery.gate.on_lifecycle)
         self.control.schedule()
-        self.delivery.track(run_ctx.speech_handle, origin)
+        self.delivery.gate.track(run_ctx.speech_handle, origin)
         call.log_started()
         self.emit(
             "task_started",
@@ -397,19 +450,21 @@ class AsyncToolRuntime:
 
     # -- session events ----------------------------------------------------------------
 
-    def _on_session_event(self, _ev: object) -> None:
+    def _on_session_event(self, ev: object) -> None:
         self.control.schedule()
+        self._steering.on_session_event(ev)
         self.delivery.evaluate()
 
     def _on_user_state(self, ev: Any) -> None:
-        self.delivery.on_user_state(ev)
+        self.delivery.gate.on_user_state(ev)
 
     def _on_item_added(self, ev: Any) -> None:
         self.control.schedule()
-        self.delivery.on_item_added(ev)
+        self._steering.on_agent_maybe_changed()
+        self.delivery.gate.on_item_added(ev)
 
     def _on_speech_created(self, ev: Any) -> None:
-        self.delivery.track(ev.speech_handle)
+        self.delivery.gate.track(ev.speech_handle)
         self.delivery.evaluate()
 
     def _on_session_close(self, _ev: object) -> None:

@@ -1,0 +1,57 @@
+"""Steering notes: text the LLM sees before its next request (never spoken)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from livekit.agents import Agent, llm
+
+if TYPE_CHECKING:
+    from .runtime import AsyncToolRuntime
+
+__all__ = ["Steering"]
+
+
+class Steering:
+    """Places steering notes in the target agent's context and, until the LLM has
+    been asked again, carries them to whichever agent becomes current."""
+
+    def __init__(self, runtime: AsyncToolRuntime) -> None:
+        self._runtime = runtime
+        self._unseen: list[tuple[llm.ChatMessage, list[Agent]]] = []
+
+    def steer(self, text: str, *, origin: Agent | None, on_handoff: str | None = None) -> None:
+        runtime = self._runtime
+        if runtime.closed:
+            raise RuntimeError("the session is closed; the steering note was not recorded")
+        delivery = runtime.delivery
+        if origin is None:
+            target = delivery.gate.current()
+        else:
+            target = delivery.record_target(origin, on_handoff or runtime.options.on_handoff)
+        if target is None:
+            raise RuntimeError("the session has no current agent; start it first")
+        note = llm.ChatMessage(
+            role="system", content=[runtime.options.steer_template.format(text=text)]
+        )
+        self._unseen.append((note, [target]))
+        self._place(target, note)
+
+    def _place(self, agent: Agent, note: llm.ChatMessage) -> None:
+        self._runtime.spawn(self._runtime.delivery.write(agent, [note]), name="async-tool:steer")
+
+    def on_session_event(self, ev: Any) -> None:
+        """The LLM is asked again once the agent thinks: the notes have been seen."""
+        if getattr(ev, "new_state", None) == "thinking":
+            self.on_agent_maybe_changed()
+            self._unseen.clear()
+
+    def on_agent_maybe_changed(self) -> None:
+        """Carry unseen notes to a newly current agent (e.g. after a handoff)."""
+        current = self._runtime.delivery.gate.current()
+        if current is None:
+            return
+        for note, placed in self._unseen:
+            if current not in placed:
+                placed.append(current)
+                self._place(current, note)
