@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -184,25 +183,7 @@ async def run_call(
     recorder = CallRecorder(session, runtime, caller, speaker)
     agent = TravelAgent(clock)
 
-    wake = asyncio.Event()
-    for name in ("agent_state_changed", "user_state_changed", "conversation_item_added"):
-        session.on(name, lambda _ev: wake.set())
-    for name in ("task_ended", "reply_updated"):
-        runtime.on(name, lambda _ev: wake.set())  # type: ignore[call-overload]
-
-    async def until(cond: Callable[[], bool], timeout: float = 60.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not cond():
-            wake.clear()
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                raise TimeoutError(
-                    "the call did not reach the expected point; so far:\n"
-                    + "\n".join(recorder.transcript_lines())
-                )
-            # the speaker's playback end is not a session event: look again soon
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), min(left, 0.1))
+    until = recorder.wait_until
 
     def quiet() -> bool:
         return session.agent_state == "listening" and not speaker.speaking
@@ -214,10 +195,7 @@ async def run_call(
         await until(quiet)
 
     def delivered(call_id: str) -> bool:
-        return any(
-            e.kind == "reply_updated" and call_id in e.call_ids and "delivered" in e.detail
-            for e in recorder.events
-        )
+        return "delivered" in recorder.replies(call_id)
 
     async def started(tool: str) -> str:
         def find() -> str | None:

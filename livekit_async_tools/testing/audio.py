@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import threading
@@ -301,6 +302,7 @@ class ScriptedCaller(AudioInput):
         self._pos = 0
         self._next_t: float | None = None
         self.on_speech_start: list[Callable[[Segment], None]] = []
+        """Callbacks run when the caller starts an utterance (e.g. to act mid-sentence)."""
 
     async def say(self, text: str) -> Segment:
         """Speak ``text`` (after anything already queued); returns when it was played."""
@@ -369,6 +371,8 @@ class RecordingSpeaker(AudioOutput):
         self._samples = 0
         self._finish: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_speech_start: list[Callable[[Segment], None]] = []
+        """Callbacks run when the agent starts a new segment (e.g. to barge in)."""
 
     @property
     def speaking(self) -> bool:
@@ -386,6 +390,8 @@ class RecordingSpeaker(AudioOutput):
             self._samples = 0
             self.segments.append(self._segment)
             self.on_playback_started(created_at=time.time())
+            for cb in list(self.on_speech_start):
+                cb(self._segment)
         pcm = np.frombuffer(frame.data, dtype=np.int16)
         if frame.num_channels > 1:
             pcm = pcm.reshape(-1, frame.num_channels)[:, 0]
@@ -473,10 +479,47 @@ class CallRecorder:
         self.speaker = speaker
         self.clock = caller.clock
         self.events: list[CallEvent] = []
+        self._session = session
+        self._changed = asyncio.Event()
         for name in ("task_started", "task_updated", "task_ended", "reply_updated"):
             runtime.on(name, functools.partial(self._on_runtime, name))
         session.on("conversation_item_added", self._on_item)
         session.on("user_input_transcribed", self._on_transcribed)
+        for name in ("agent_state_changed", "user_state_changed"):
+            session.on(name, lambda _ev: self._changed.set())
+
+    async def wait_until(self, cond: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Wait (event-loop seconds) until ``cond()`` holds, re-checking on every
+        session or runtime event and at least every 0.1 s (playback ends are no
+        session event).
+
+        Raises:
+            TimeoutError: With the transcript so far, when the timeout passes.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not cond():
+            self._changed.clear()
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(
+                    "the call did not reach the expected point; so far:\n"
+                    + "\n".join(self.transcript_lines())
+                )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.1))
+
+    def replies(self, call_id: str) -> list[str]:
+        """The reply statuses recorded for ``call_id``, in order."""
+        return [
+            getattr(e.payload, "status", "")
+            for e in self.events
+            if e.kind == "reply_updated" and call_id in e.call_ids
+        ]
+
+    def speech_after(self, t: float) -> Segment:
+        """The first agent segment that started at or after call time ``t``."""
+        return next(s for s in self.speaker.segments if s.start >= t - 1e-6)
 
     def _on_runtime(self, kind: str, ev: Any) -> None:
         ids = tuple(getattr(ev, "call_ids", ()) or (ev.call_id,))
@@ -489,6 +532,7 @@ class CallRecorder:
         else:
             detail = f"reply {ev.status}" + (f" ({ev.reason})" if ev.reason else "")
         self.events.append(CallEvent(self.clock.now(), kind, ids, detail, ev))
+        self._changed.set()
 
     def _on_item(self, ev: Any) -> None:
         item = ev.item

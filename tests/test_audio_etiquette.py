@@ -1,0 +1,246 @@
+"""Conversation etiquette in real offline audio calls: barge-ins, re-delivery, drops,
+and the "interrupt" delivery mode. Assertions come from the recorded timeline."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+pytest.importorskip("piper", reason="needs the audio extra")
+pytest.importorskip("pocketsphinx", reason="needs the audio extra")
+pytest.importorskip("livekit.plugins.silero", reason="needs the audio extra")
+
+from livekit.agents import Agent, AgentSession, llm
+
+from livekit_async_tools import (
+    AsyncRunContext,
+    AsyncToolOptions,
+    AsyncToolRuntime,
+    attach,
+    function_tool,
+)
+from livekit_async_tools.testing import LLMRequest, Reply, ScriptedLLM, ToolCall
+from livekit_async_tools.testing.audio import (
+    CallClock,
+    CallRecorder,
+    RecordingSpeaker,
+    ScriptedCaller,
+    Segment,
+    voice_session_kwargs,
+)
+
+SPEED = 2.0
+REPORT = (
+    "The sales report is ready: revenue grew twelve percent this quarter, "
+    "the northern region did best, and costs stayed flat."
+)
+STORY = (
+    "Once upon a time there was a little airport by the sea, where every morning "
+    "the first plane left at dawn and the pilots waved to the fishermen below."
+)
+
+
+class Desk(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="You are the travel desk.")
+        self.report_ready = asyncio.Event()
+        self.gate_changes: asyncio.Queue[str] = asyncio.Queue()
+
+    @function_tool
+    async def build_report(self, ctx: AsyncRunContext) -> str:
+        """Build the sales report."""
+        await ctx.update("building the report")
+        await self.report_ready.wait()
+        return REPORT
+
+    @function_tool
+    async def watch_gate(self, ctx: AsyncRunContext) -> str:
+        """Watch the departure gate for changes."""
+        await ctx.update("watching the gate")
+        while (gate := await self.gate_changes.get()) != "done":
+            await ctx.update(f"gate change: now boarding at gate {gate}", delivery="interrupt")
+        return "boarding has finished"
+
+
+def decide(req: LLMRequest) -> Reply:
+    items = list(req.chat_ctx.items)
+    text = req.instructions
+    if "Background results" in text or "cut off while telling" in text:
+        wanted = set(re.findall(r"[\w-]+_(?:final|update_\d+)", text))
+        outputs = [it for it in items if isinstance(it, llm.FunctionCallOutput)]
+        return " ".join(it.output for it in outputs if it.call_id in wanted)
+    last = items[-1] if items else None
+    if isinstance(last, llm.FunctionCallOutput):
+        return "I'm on it." if "background" in last.output else ""
+    heard = req.last_user_text.lower()
+    if "report" in heard:
+        return ToolCall("build_report")
+    if "gate" in heard:
+        return ToolCall("watch_gate")
+    if "story" in heard:
+        return STORY
+    return "Sure, take your time."
+
+
+@dataclass
+class Call:
+    session: AgentSession[Any]
+    runtime: AsyncToolRuntime
+    caller: ScriptedCaller
+    speaker: RecordingSpeaker
+    recorder: CallRecorder
+    llm: ScriptedLLM
+    desk: Desk
+
+    def _quiet(self) -> bool:
+        return self.session.agent_state == "listening" and not self.speaker.speaking
+
+    async def settled(self) -> None:
+        """Wait until the agent is listening and silent, and stays so for a moment."""
+        await self.recorder.wait_until(self._quiet)
+        await self.caller.clock.sleep(0.6)
+        await self.recorder.wait_until(self._quiet)
+
+    async def answered(self) -> None:
+        """Wait until the agent has answered (spoken) and settled again."""
+        await self.recorder.wait_until(lambda: not self._quiet())
+        await self.settled()
+
+
+@asynccontextmanager
+async def audio_call(options: AsyncToolOptions) -> AsyncIterator[Call]:
+    clock = CallClock(speed=SPEED)
+    caller = ScriptedCaller(clock)
+    llm_ = ScriptedLLM(decide)
+    session: AgentSession[Any] = AgentSession(llm=llm_, **voice_session_kwargs())
+    speaker = RecordingSpeaker(clock, who=lambda: type(session.current_agent).__name__)
+    session.input.audio = caller
+    session.output.audio = speaker
+    runtime = attach(session, options)
+    recorder = CallRecorder(session, runtime, caller, speaker)
+    desk = Desk()
+    async with session:
+        await session.start(desk)
+        clock.start()
+        await clock.sleep(0.5)
+        yield Call(session, runtime, caller, speaker, recorder, llm_, desk)
+        await runtime.settle(timeout=60)
+    await speaker.aclose()
+
+
+def barge_in_on_replies(call: Call, times: int) -> list[Segment]:
+    """Make the caller talk over the next ``times`` deferred replies, 1 s into each."""
+    cut: list[Segment] = []
+    armed: list[bool] = []
+    tasks: list[asyncio.Future[Any]] = []
+
+    def on_reply(ev: Any) -> None:
+        if ev.status == "scheduled" and len(armed) < times:
+            armed.append(True)
+
+    def on_speech(seg: Segment) -> None:
+        if armed and len(cut) < len(armed):
+            cut.append(seg)
+
+            async def talk() -> None:
+                await call.caller.clock.sleep(1.0)
+                await call.caller.say(
+                    "Wait, hold on a second, somebody is at the door, give me a moment please."
+                )
+
+            tasks.append(asyncio.ensure_future(talk()))
+
+    call.runtime.on("reply_updated", on_reply)
+    call.speaker.on_speech_start.append(on_speech)
+    return cut
+
+
+@pytest.mark.parametrize(("barge_ins", "expect_delivered"), [(1, True), (3, False)])
+async def test_barge_in_redelivers_then_drops(barge_ins: int, expect_delivered: bool) -> None:
+    async with audio_call(AsyncToolOptions(settle_delay=0.3, max_redeliveries=2)) as call:
+        await call.caller.say("Can you build my sales report?")
+        await call.answered()
+        report = next(e.call_ids[0] for e in call.recorder.events if e.kind == "task_started")
+        cut = barge_in_on_replies(call, barge_ins)
+        call.desk.report_ready.set()
+        await call.recorder.wait_until(
+            lambda: any(s in call.recorder.replies(report) for s in ("delivered", "dropped"))
+        )
+        await call.settled()
+
+    statuses = call.recorder.replies(report)
+    if expect_delivered:
+        assert statuses == ["scheduled", "interrupted", "scheduled", "delivered"]
+        first, last = cut[0], call.speaker.segments[-1]
+        assert first.interrupted and not last.interrupted
+        assert last.text == REPORT  # completed in full on the second attempt
+        barge = call.caller.segments[-1]
+        assert last.start >= (barge.end or 0)  # after the caller's own turn ...
+        answer = next(s for s in call.speaker.segments if s.text == "Sure, take your time.")
+        assert answer.start < last.start  # ... and after it was answered
+        retry = [r for r in call.llm.requests if "cut off while telling" in r.instructions]
+        assert len(retry) == 1
+    else:
+        assert statuses == ["scheduled", "interrupted"] * 3 + ["dropped"]
+        dropped = [
+            e.payload
+            for e in call.recorder.events
+            if e.kind == "reply_updated" and getattr(e.payload, "status", "") == "dropped"
+        ]
+        assert [d.reason for d in dropped] == ["max_redeliveries"]
+        assert all(s.interrupted for s in cut)
+
+
+async def test_interrupt_update_cuts_the_agent_but_waits_for_the_caller() -> None:
+    async with audio_call(AsyncToolOptions(settle_delay=0.3)) as call:
+        await call.caller.say("Please watch my gate.")
+        await call.answered()
+        watch = next(e.call_ids[0] for e in call.recorder.events if e.kind == "task_started")
+
+        # 1) the agent is telling a long story: an "interrupt" update cuts it
+        story_started = asyncio.Event()
+        call.speaker.on_speech_start.append(lambda _seg: story_started.set())
+        await call.caller.say("Tell me a story while I wait.")
+        await call.recorder.wait_until(story_started.is_set)
+        call.speaker.on_speech_start.clear()
+        await call.caller.clock.sleep(2.0)
+        t_change = call.caller.clock.now()
+        call.desk.gate_changes.put_nowait("B 12")
+        await call.recorder.wait_until(lambda: "delivered" in call.recorder.replies(watch))
+        story = next(s for s in call.speaker.segments if s.text.startswith("Once upon"))
+        first = call.recorder.speech_after(t_change)
+        assert story.interrupted, "the interrupt update must cut the agent's own speech"
+        assert "gate B 12" in first.text
+        assert first.start - (story.end or 0) < 3.0
+        await call.settled()
+
+        # 2) the caller is speaking: the next "interrupt" update waits for them
+        n_delivered = call.recorder.replies(watch).count("delivered")
+
+        def change_mid_sentence(_seg: Segment) -> None:
+            async def later() -> None:
+                await call.caller.clock.sleep(1.0)
+                call.desk.gate_changes.put_nowait("C 3")
+
+            pending.append(asyncio.ensure_future(later()))
+
+        pending: list[asyncio.Future[None]] = []
+
+        call.caller.on_speech_start.append(change_mid_sentence)
+        await call.caller.say("I am walking to the gate now, and I will be there in five minutes.")
+        call.caller.on_speech_start.clear()
+        await call.recorder.wait_until(
+            lambda: call.recorder.replies(watch).count("delivered") > n_delivered
+        )
+        talk = call.caller.segments[-1]
+        second = next(s for s in call.speaker.segments if "gate C 3" in s.text)
+        assert second.start >= (talk.end or 0), "an interrupt update never talks over the caller"
+        assert not second.interrupted
+        call.desk.gate_changes.put_nowait("done")
+        await call.settled()
