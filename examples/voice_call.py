@@ -184,6 +184,15 @@ async def run_call(
     agent = TravelAgent(clock)
 
     until = recorder.wait_until
+    back_at: list[float] = []  # when the travel agent is current again after the task
+
+    def watch_return(_ev: object) -> None:
+        if not back_at and task_seen and session.current_agent is agent:
+            back_at.append(clock.now())
+
+    task_seen: list[bool] = []
+    for name in ("agent_state_changed", "conversation_item_added", "speech_created"):
+        session.on(name, watch_return)
 
     def quiet() -> bool:
         return session.agent_state == "listening" and not speaker.speaking
@@ -197,45 +206,67 @@ async def run_call(
     def delivered(call_id: str) -> bool:
         return "delivered" in recorder.replies(call_id)
 
-    async def started(tool: str) -> str:
-        def find() -> str | None:
-            return next(
-                (
-                    e.call_ids[0]
-                    for e in recorder.events
-                    if e.kind == "task_started" and getattr(e.payload, "tool_name", "") == tool
-                ),
-                None,
-            )
-
-        await until(lambda: find() is not None)
-        return find() or ""
+    def started(tool: str) -> str | None:
+        return next(
+            (
+                e.call_ids[0]
+                for e in recorder.events
+                if e.kind == "task_started" and getattr(e.payload, "tool_name", "") == tool
+            ),
+            None,
+        )
 
     async def line(text: str) -> None:
         say(f"{clock.now():6.1f}s  caller: {text}")
         await caller.say(text)
 
+    async def request(lines: list[str], done: Callable[[], bool]) -> None:
+        """Say the first line; like a person, rephrase if the agent did not get it."""
+        for text in lines:
+            await line(text)
+            await agent_done()
+            if done():
+                return
+        raise RuntimeError(f"the agent did not understand: {lines}")
+
     async with session:
         await session.start(agent)
         clock.start()
         await clock.sleep(0.5)
-        await line("Hi, can you find me a flight to Boston on Friday?")
-        await agent_done()
-        flights = await started("search_flights")
-        await line("Could you also find a hotel in the old town?")
-        await agent_done()
-        hotels = await started("search_hotels")
-        await line("I would like to book that flight.")
-        await until(lambda: isinstance(session.current_agent, CollectEmail))
-        await agent_done()
+        await request(
+            [
+                "Hi, can you find me a flight to Boston on Friday?",
+                "Sorry, I need a flight to Boston on Friday.",
+            ],
+            lambda: started("search_flights") is not None,
+        )
+        flights = started("search_flights") or ""
+        await request(
+            [
+                "Could you also find a hotel in the old town?",
+                "I said, please find a hotel in the old town.",
+            ],
+            lambda: started("search_hotels") is not None,
+        )
+        hotels = started("search_hotels") or ""
+        await request(
+            ["I would like to book that flight.", "Please, I would like to book that flight."],
+            lambda: isinstance(session.current_agent, CollectEmail),
+        )
+        task_seen.append(True)
         say(f"{clock.now():6.1f}s  (the caller looks for their email address...)")
         agent.flights_ready.set()
         await until(lambda: recorder.task_span(flights)[1] is not None)
         say(f"{clock.now():6.1f}s  flight search finished: it waits, the email task has the floor")
         await clock.sleep(2.0)
-        await line("My email address is john at example dot com.")
-        await until(lambda: session.current_agent is agent)
-        email_done_at = clock.now()
+        await request(
+            [
+                "My email address is john at example dot com.",
+                "It is john, at, example, dot com.",
+            ],
+            lambda: session.current_agent is agent,
+        )
+        email_done_at = back_at[0] if back_at else clock.now()
         await until(lambda: delivered(flights))
         await until(quiet)
         await clock.sleep(1.0)
