@@ -21,7 +21,7 @@ endif
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit docs bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,8 +46,11 @@ unit: $(STAMP)
 	$(BIN)/python -c "import livekit.agents as a; print('livekit-agents', a.__version__)"
 	$(BIN)/python -m pytest
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 ifeq ($(LIVEKIT_AGENTS),)
-test: lint typecheck unit
+test: lint typecheck docs unit
 else
 test: unit
 endif

@@ -6,6 +6,9 @@ import re
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+from livekit.agents import Agent, llm
+
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
@@ -27,3 +30,17 @@ def test_cancellation_doc_example_defines_a_valid_tool() -> None:
     module = load_python_blocks("cancellation-and-timeouts.md")
     tool = module.Reports.build_report
     assert tool.info.name == "build_report"
+
+
+@pytest.mark.parametrize("name", [*sorted(p.name for p in DOCS.glob("*.md")), "../README.md"])
+def test_every_python_block_in_the_docs_runs(name: str) -> None:
+    """Each page's Python blocks, run together, define what they show without error."""
+    module = load_python_blocks(name)
+    if "```python" in (DOCS / name).read_text():
+        defined = [v for k, v in vars(module).items() if not k.startswith("__")]
+        assert any(
+            isinstance(v, llm.FunctionTool)
+            or (isinstance(v, type) and issubclass(v, Agent))
+            or callable(v)
+            for v in defined
+        )

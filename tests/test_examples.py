@@ -1,0 +1,73 @@
+"""Every offline example runs; the real-provider example's tools run offline."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+
+import basic
+import cancellation
+import handoff
+from livekit.agents import AgentSession
+
+from livekit_async_tools import AsyncToolOptions, attach
+from livekit_async_tools.testing import ScriptedLLM, ToolCall, mock_tools
+
+
+async def test_basic_example() -> None:
+    said = await basic.main()
+    assert said[-1] == "The forecast is in: sunny all week in Nice."
+
+
+async def test_handoff_example() -> None:
+    hotel = await handoff.main()
+    assert any(
+        getattr(i, "role", None) == "assistant" and "3 flights to Rome" in (i.text_content or "")
+        for i in hotel.chat_ctx.items
+    )
+
+
+async def test_cancellation_example() -> None:
+    assert await cancellation.main() == ["cancelled", "timed_out"]
+
+
+async def test_flight_agent_tools_offline() -> None:
+    pytest.importorskip("livekit.plugins.openai", reason="needs the examples extra")
+    import flight_agent
+
+    assert callable(flight_agent.entrypoint)
+    released = asyncio.Event()
+
+    async def fake_search(ctx: Any, origin: str, destination: str) -> str:
+        await ctx.update(f"searching {origin}-{destination}")
+        await released.wait()
+        return f"2 flights {origin}-{destination}"
+
+    llm = ScriptedLLM(
+        [
+            ToolCall("search_flights", {"origin": "Oslo", "destination": "Rome"}),
+            "Searching.",
+            ToolCall("watch_booking", {"booking_ref": "AB12"}),
+            "Watching.",
+            "Found 2 flights.",
+        ]
+    )
+    session: AgentSession[Any] = AgentSession(llm=llm)
+    runtime = attach(session, AsyncToolOptions(settle_delay=0.05))
+    async with session:
+        await session.start(flight_agent.TravelAgent())
+        with mock_tools(flight_agent.TravelAgent, {"search_flights": fake_search}):
+            await session.run(user_input="Flights from Oslo to Rome?")
+        await session.run(user_input="And watch booking AB12.")
+        watch = next(t for t in runtime.tasks if t.tool_name == "watch_booking")
+        assert watch.cancellable
+        assert await runtime.cancel(watch.call_id)
+        released.set()
+        await runtime.settle(timeout=10)
+    assert llm.remaining == 0
