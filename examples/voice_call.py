@@ -194,14 +194,7 @@ async def run_call(
     for name in ("agent_state_changed", "conversation_item_added", "speech_created"):
         session.on(name, watch_return)
 
-    def quiet() -> bool:
-        return session.agent_state == "listening" and not speaker.speaking
-
-    async def agent_done() -> None:
-        await until(lambda: not quiet())
-        await until(quiet)
-        await clock.sleep(0.8)
-        await until(quiet)
+    quiet = recorder.quiet
 
     def delivered(call_id: str) -> bool:
         return "delivered" in recorder.replies(call_id)
@@ -221,13 +214,8 @@ async def run_call(
         await caller.say(text)
 
     async def request(lines: list[str], done: Callable[[], bool]) -> None:
-        """Say the first line; like a person, rephrase if the agent did not get it."""
-        for text in lines:
-            await line(text)
-            await agent_done()
-            if done():
-                return
-        raise RuntimeError(f"the agent did not understand: {lines}")
+        say(f"{clock.now():6.1f}s  caller: {lines[0]}")
+        await recorder.ask(lines, done)
 
     async with session:
         await session.start(agent)

@@ -98,20 +98,6 @@ class Call:
     llm: ScriptedLLM
     desk: Desk
 
-    def _quiet(self) -> bool:
-        return self.session.agent_state == "listening" and not self.speaker.speaking
-
-    async def settled(self) -> None:
-        """Wait until the agent is listening and silent, and stays so for a moment."""
-        await self.recorder.wait_until(self._quiet)
-        await self.caller.clock.sleep(0.6)
-        await self.recorder.wait_until(self._quiet)
-
-    async def answered(self) -> None:
-        """Wait until the agent has answered (spoken) and settled again."""
-        await self.recorder.wait_until(lambda: not self._quiet())
-        await self.settled()
-
 
 @asynccontextmanager
 async def audio_call(options: AsyncToolOptions) -> AsyncIterator[Call]:
@@ -134,47 +120,48 @@ async def audio_call(options: AsyncToolOptions) -> AsyncIterator[Call]:
     await speaker.aclose()
 
 
-def barge_in_on_replies(call: Call, times: int) -> list[Segment]:
+BARGE_IN = "Wait, hold on a second, somebody is at the door, give me a moment please."
+
+
+def barge_in_on_replies(call: Call, times: int) -> None:
     """Make the caller talk over the next ``times`` deferred replies, 1 s into each."""
-    cut: list[Segment] = []
-    armed: list[bool] = []
-    tasks: list[asyncio.Future[Any]] = []
+    armed: list[object] = []
 
     def on_reply(ev: Any) -> None:
         if ev.status == "scheduled" and len(armed) < times:
-            armed.append(True)
-
-    def on_speech(seg: Segment) -> None:
-        if armed and len(cut) < len(armed):
-            cut.append(seg)
-
-            async def talk() -> None:
-                await call.caller.clock.sleep(1.0)
-                await call.caller.say(
-                    "Wait, hold on a second, somebody is at the door, give me a moment please."
-                )
-
-            tasks.append(asyncio.ensure_future(talk()))
+            armed.append(call.caller.barge_in(call.speaker, BARGE_IN, after=1.0))
 
     call.runtime.on("reply_updated", on_reply)
-    call.speaker.on_speech_start.append(on_speech)
-    return cut
+
+
+def reply_segments(call: Call, call_id: str) -> list[Segment]:
+    """The agent segments of each scheduled deferred reply for ``call_id``."""
+    return [
+        call.recorder.speech_after(e.time)
+        for e in call.recorder.events
+        if e.kind == "reply_updated"
+        and call_id in e.call_ids
+        and getattr(e.payload, "status", "") == "scheduled"
+    ]
 
 
 @pytest.mark.parametrize(("barge_ins", "expect_delivered"), [(1, True), (3, False)])
 async def test_barge_in_redelivers_then_drops(barge_ins: int, expect_delivered: bool) -> None:
     async with audio_call(AsyncToolOptions(settle_delay=0.3, max_redeliveries=2)) as call:
-        await call.caller.say("Can you build my sales report?")
-        await call.answered()
+        await call.recorder.ask(
+            ["Can you build my sales report?", "Please build the sales report."],
+            lambda: any(e.kind == "task_started" for e in call.recorder.events),
+        )
         report = next(e.call_ids[0] for e in call.recorder.events if e.kind == "task_started")
-        cut = barge_in_on_replies(call, barge_ins)
+        barge_in_on_replies(call, barge_ins)
         call.desk.report_ready.set()
         await call.recorder.wait_until(
             lambda: any(s in call.recorder.replies(report) for s in ("delivered", "dropped"))
         )
-        await call.settled()
+        await call.recorder.settled()
 
     statuses = call.recorder.replies(report)
+    cut = reply_segments(call, report)
     if expect_delivered:
         assert statuses == ["scheduled", "interrupted", "scheduled", "delivered"]
         first, last = cut[0], call.speaker.segments[-1]
@@ -199,8 +186,10 @@ async def test_barge_in_redelivers_then_drops(barge_ins: int, expect_delivered: 
 
 async def test_interrupt_update_cuts_the_agent_but_waits_for_the_caller() -> None:
     async with audio_call(AsyncToolOptions(settle_delay=0.3)) as call:
-        await call.caller.say("Please watch my gate.")
-        await call.answered()
+        await call.recorder.ask(
+            ["Please watch my gate.", "Can you watch the gate for me?"],
+            lambda: any(e.kind == "task_started" for e in call.recorder.events),
+        )
         watch = next(e.call_ids[0] for e in call.recorder.events if e.kind == "task_started")
 
         # 1) the agent is telling a long story: an "interrupt" update cuts it
@@ -218,7 +207,7 @@ async def test_interrupt_update_cuts_the_agent_but_waits_for_the_caller() -> Non
         assert story.interrupted, "the interrupt update must cut the agent's own speech"
         assert "gate B 12" in first.text
         assert first.start - (story.end or 0) < 3.0
-        await call.settled()
+        await call.recorder.settled()
 
         # 2) the caller is speaking: the next "interrupt" update waits for them
         n_delivered = call.recorder.replies(watch).count("delivered")
@@ -243,4 +232,4 @@ async def test_interrupt_update_cuts_the_agent_but_waits_for_the_caller() -> Non
         assert second.start >= (talk.end or 0), "an interrupt update never talks over the caller"
         assert not second.interrupted
         call.desk.gate_changes.put_nowait("done")
-        await call.settled()
+        await call.recorder.settled()

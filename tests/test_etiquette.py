@@ -127,3 +127,24 @@ async def test_follow_up_from_a_tool_is_spoken_by_its_origin() -> None:
         said = " ".join(spoken(session))
         assert "ASK_MORE about keys" in said
         assert "keys found" in said
+
+
+async def test_follow_up_survives_a_handoff_by_the_handoff_policy() -> None:
+    seen: list[LLMRequest] = []
+    session, runtime, rec = await start(Desk(), ScriptedLLM(brain(seen)))
+    async with session:
+        # queued for the front desk while the agent is busy answering, then handed off
+        handle = session.generate_reply(user_input="hello")
+        follow = runtime.follow_up("FOLLOW remind them about breakfast")
+        other = Desk(instructions="You are the concierge.")
+        session.update_agent(other)
+        await handle
+        await runtime.settle(timeout=5)
+        delivered = [e for e in rec.of("reply_updated") if e.status == "delivered"]
+        assert [e.call_ids for e in delivered] == [(follow,)]
+        assert any(
+            isinstance(it, llm.ChatMessage)
+            and it.role == "assistant"
+            and "remind them about breakfast" in (it.text_content or "")
+            for it in other.chat_ctx.items
+        )

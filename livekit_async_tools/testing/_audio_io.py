@@ -100,6 +100,30 @@ class ScriptedCaller(AudioInput):
         await fut
         return seg
 
+    async def say_at(self, t: float, text: str) -> Segment:
+        """Speak ``text`` at call time ``t`` (whatever the agent is doing then)."""
+        await self.clock.sleep_until(t)
+        return await self.say(text)
+
+    def barge_in(
+        self, speaker: RecordingSpeaker, text: str, *, after: float = 1.0, times: int = 1
+    ) -> list[asyncio.Task[Segment]]:
+        """Talk over the agent: ``after`` call seconds into each of its next ``times``
+        segments, say ``text``. Returns the tasks of the utterances (a list that
+        fills as the agent speaks)."""
+        spoken: list[asyncio.Task[Segment]] = []
+
+        def on_agent_speech(_seg: Segment) -> None:
+            if len(spoken) >= times:
+                return
+            start = self.clock.now() + after
+            spoken.append(asyncio.ensure_future(self.say_at(start, text)))
+            if len(spoken) >= times:
+                speaker.on_speech_start.remove(on_agent_speech)
+
+        speaker.on_speech_start.append(on_agent_speech)
+        return spoken
+
     @property
     def speaking(self) -> bool:
         """True while an utterance is being played into the session."""

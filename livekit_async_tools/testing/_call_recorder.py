@@ -84,6 +84,35 @@ class CallRecorder:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(left, 0.1))
 
+    def quiet(self) -> bool:
+        """The agent is listening and its speaker is silent."""
+        return self._session.agent_state == "listening" and not self.speaker.speaking
+
+    async def settled(self, hold: float = 0.6) -> None:
+        """Wait until the agent is quiet and stays quiet for ``hold`` call seconds."""
+        await self.wait_until(self.quiet)
+        await self.clock.sleep(hold)
+        await self.wait_until(self.quiet)
+
+    async def answered(self, hold: float = 0.6) -> None:
+        """Wait until the agent has responded (left quiet) and settled again."""
+        await self.wait_until(lambda: not self.quiet())
+        await self.settled(hold)
+
+    async def ask(self, lines: list[str], done: Callable[[], bool]) -> None:
+        """Have the caller say ``lines[0]``; like a person, say the next rephrasing
+        while the agent's answer shows it did not understand (``done()`` is false).
+
+        Raises:
+            RuntimeError: No rephrasing worked.
+        """
+        for text in lines:
+            await self.caller.say(text)
+            await self.answered()
+            if done():
+                return
+        raise RuntimeError(f"the agent did not understand any of: {lines}")
+
     def replies(self, call_id: str) -> list[str]:
         """The reply statuses recorded for ``call_id``, in order."""
         return [
