@@ -289,6 +289,7 @@ class AsyncToolRuntime:
         target = origin or self.delivery.gate.current()
         if target is None:
             raise RuntimeError("the session has no current agent; start it first")
+        _compat.notify_lifecycle(target, self.delivery.gate.on_lifecycle)
         return self.delivery.add_follow_up(
             text, origin=target, on_handoff=on_handoff or self._options.on_handoff, mode=mode
         )
