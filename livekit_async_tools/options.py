@@ -123,6 +123,12 @@ class AsyncToolOptions:
         "{tool_name} (call id {call_id}) cannot be cancelled once started; its result will "
         "come when it is ready."
     )
+    # {tool_name}. A call that arrives while the session closes starts nothing.
+    session_closing_template: str = "The session is closing; {tool_name} was not started."
+    # {call_id}. The LLM reused a call id that is still running: nothing new starts.
+    call_id_in_use_template: str = (
+        "A background task with call id {call_id} is already running; nothing new was started."
+    )
     # No placeholders. get_running_tasks with nothing running.
     no_running_tasks_template: str = "No background tasks are running."
 

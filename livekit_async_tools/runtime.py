@@ -378,9 +378,9 @@ class AsyncToolRuntime:
         """Start a background call and return what the LLM sees now."""
         call_id = run_ctx.function_call.call_id
         if self._closed:
-            raise llm.ToolError(f"The session is closing; {spec.name} was not started.")
+            raise llm.ToolError(self._options.session_closing_template.format(tool_name=spec.name))
         if call_id in self._calls:
-            raise llm.ToolError(f"A call with id {call_id} is already running.")
+            raise llm.ToolError(self._options.call_id_in_use_template.format(call_id=call_id))
         duplicate = self._find_duplicate(spec, arguments)
         if duplicate is not None and spec.on_duplicate != "allow":
             fmt = {"tool_name": spec.name, "call_id": duplicate.call_id}
