@@ -8,14 +8,18 @@
     the same 100 sessions with no task (no polling means both are near zero);
 (d) memory per pending task (tracemalloc), next to a bare asyncio task.
 
-Numbers vary with the machine; ratios in one run are what to compare.
+Numbers vary with the machine; ratios in one run are what to compare. (c) also
+counts the Python function calls on the event-loop thread in a 2 s window with
+every task pending: polling would show up there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
 import json
+import pstats
 import statistics
 import sys
 import time
@@ -141,12 +145,19 @@ async def idle_cpu(
     tracemalloc.stop()
     live = sum(len(rt.tasks) for _, rt in opened)
     assert live == sessions * per_session, live
-    await asyncio.sleep(1.0)  # let the turns themselves (replies, metrics) finish first
+    await asyncio.sleep(3.0)  # let the turns themselves (replies, metrics) finish first
 
     gc.collect()
     c0 = time.process_time()
     await asyncio.sleep(seconds)
     with_tasks = time.process_time() - c0
+
+    # the direct evidence: Python function calls on the loop thread in a 2 s window
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await asyncio.sleep(2.0)
+    profiler.disable()
+    calls_in_window = sum(row[1] for row in pstats.Stats(profiler).stats.values())  # type: ignore[attr-defined]
 
     for agent in agents:
         agent.forever.set()
@@ -158,6 +169,7 @@ async def idle_cpu(
         "cpu_s_with_pending_tasks": with_tasks,
         "extra_cpu_s": with_tasks - baseline,
         "pending_tasks": live,
+        "python_calls_in_2s_window": calls_in_window,
         "bytes_per_pending_call_incl_turn": (m1 - m0) / live,
     }
 
