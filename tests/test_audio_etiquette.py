@@ -83,7 +83,7 @@ def decide(req: LLMRequest) -> Reply:
         return ToolCall("build_report")
     if "gate" in heard:
         return ToolCall("watch_gate")
-    if "story" in heard:
+    if "story" in heard or "tell me" in heard:  # tolerant of STT mis-hearing
         return STORY
     return "Sure, take your time."
 
