@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from livekit.agents import Agent, AgentSession
 
 __all__ = [
+    "HANDOFF_ITEMS",
     "LIVEKIT_AGENTS_VERSION",
     "SILENT_AGENT_CLOSE",
     "VERSION",
@@ -40,6 +41,11 @@ VERSION = _parse(LIVEKIT_AGENTS_VERSION)
 SILENT_AGENT_CLOSE = VERSION < (1, 5, 0)
 """Before 1.5 the handoff item is not emitted in ``conversation_item_added``, so no
 session event follows a handoff, the close of a handed-off agent or a hand-back."""
+
+HANDOFF_ITEMS = not SILENT_AGENT_CLOSE
+"""From 1.5 every activity switch (handoff, `AgentTask` start and end, hand-back) emits
+an ``agent_handoff`` item through ``conversation_item_added`` the moment livekit starts
+routing replies to the new agent's activity."""
 
 
 @functools.cache

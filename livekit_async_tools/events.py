@@ -24,8 +24,9 @@ __all__ = [
 TaskStatus: TypeAlias = Literal["succeeded", "failed", "cancelled", "timed_out"]
 """How a background call ended."""
 
-TaskState: TypeAlias = Literal["starting", "running"]
-"""A live call: ``starting`` until it is acknowledged or returns, then ``running``."""
+TaskState: TypeAlias = Literal["starting", "running", "stopping"]
+"""A live call: ``starting`` until it is acknowledged or returns, then ``running``;
+``stopping`` once it is being cancelled (its ``on_cancel`` hooks run)."""
 
 ReplyStatus: TypeAlias = Literal["scheduled", "delivered", "interrupted", "skipped", "dropped"]
 """What happened to a deferred reply."""

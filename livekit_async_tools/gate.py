@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from livekit.agents import Agent, AgentSession, llm
 
-from . import _compat
+from . import _compat, _policy
+from ._policy import Floor, OriginState
 
 if TYPE_CHECKING:
     from livekit.agents.voice import SpeechHandle
 
 __all__ = ["Gate"]
-
-_QUIET_AGENT_STATES = ("listening", "idle")
 
 
 class Gate:
@@ -39,7 +38,15 @@ class Gate:
         self._committed_since_speech = False
         self._turn_deadline: asyncio.TimerHandle | None = None
         self._recheck: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None
         self._exiting: weakref.WeakSet[Agent] = weakref.WeakSet()
+        self._dispatching: dict[int, tuple[Agent, int]] = {}
+        # the agent livekit routes replies to: set when its activity took over (the
+        # handoff item); a handoff in progress leaves `current_agent` ahead of it
+        self._routed: weakref.ref[Agent] | None = None
+        current = self.current()
+        if current is not None and not _compat.agent_is_closed(current):
+            self._routed = weakref.ref(current)
 
     def current(self) -> Agent | None:
         """The session's current agent, or ``None`` before start / after close."""
@@ -82,6 +89,17 @@ class Gate:
         if isinstance(item, llm.ChatMessage) and item.role == "user":
             self._committed_since_speech = True
             self._set_turn_pending(False)
+        elif getattr(item, "type", None) == "agent_handoff":
+            current = self.current()
+            ok = current is not None and current.id == getattr(item, "new_agent_id", None)
+            self._routed = weakref.ref(current) if ok and current is not None else None
+            # livekit attaches the new activity to its agent right after this event,
+            # before it yields: look again then
+            self._soon = asyncio.get_running_loop().call_soon(self._on_recheck_soon)
+        self._wake()
+
+    def _on_recheck_soon(self) -> None:
+        self._soon = None
         self._wake()
 
     def _set_turn_pending(self, pending: bool) -> None:
@@ -124,35 +142,81 @@ class Gate:
         self._recheck = None
         self._wake()
 
-    # -- the verdicts ----------------------------------------------------------------
+    # -- own tool dispatches ---------------------------------------------------------
 
-    def caller_done(self) -> bool:
-        """The caller is not speaking and no turn of theirs is pending."""
-        return self._session.user_state != "speaking" and not self._turn_pending
+    def dispatch_started(self, agent: Agent) -> None:
+        """One of the package's tool dispatches of ``agent`` is in flight (until
+        `dispatch_ended`), also if livekit already gave up on its speech handle."""
+        _, count = self._dispatching.get(id(agent), (agent, 0))
+        self._dispatching[id(agent)] = (agent, count + 1)
 
-    def quiet(self, agent: Agent) -> bool:
-        """Quiet enough for ``agent`` to start a deferred reply (see the class doc)."""
-        if self._session.agent_state not in _QUIET_AGENT_STATES or not self.caller_done():
+    def dispatch_ended(self, agent: Agent) -> None:
+        _, count = self._dispatching.get(id(agent), (agent, 1))
+        if count <= 1:
+            self._dispatching.pop(id(agent), None)
+        else:
+            self._dispatching[id(agent)] = (agent, count - 1)
+        self._wake()
+
+    # -- the snapshot ------------------------------------------------------------------
+
+    def current_ready(self) -> bool:
+        """The current agent is the one livekit routes replies to (no handoff in flight)."""
+        current = self.current()
+        if current is None or _compat.agent_is_closed(current):
             return False
-        for handle, owner in self._handles.values():
-            if handle.done():
-                continue
-            if owner is agent or _compat.agent_is_closed(owner):
-                return False
-        return True
+        if not _compat.HANDOFF_ITEMS:
+            return True  # < 1.5: no handoff event; the activity check above is all we have
+        routed = self._routed() if self._routed is not None else None
+        return routed is current
 
-    def may_cut_in(self) -> bool:
-        """For ``"interrupt"`` delivery: the caller is done and the agent is not in
-        the middle of a tool dispatch or LLM request (its own speech may be cut)."""
-        return self.caller_done() and self._session.agent_state in (
-            *_QUIET_AGENT_STATES,
-            "speaking",
+    def origin_state(self, agent: Agent) -> OriginState:
+        """Where ``agent`` stands for the handoff table (see `_policy.OriginState`)."""
+        if agent is self.current():
+            return "current" if self.current_ready() else "entering"
+        return "closed" if _compat.agent_is_closed(agent) else "paused"
+
+    def floor(self, agent: Agent, *, replying: bool) -> Floor:
+        """What the session is doing, as seen for ``agent`` (see `_policy.Floor`)."""
+        speech_busy = dispatch_busy = False
+        for handle, owner in self._handles.values():
+            if handle.done() or not (owner is agent or _compat.agent_is_closed(owner)):
+                continue
+            speech_busy = True
+            if _has_open_tool_call(handle):
+                dispatch_busy = True
+                break
+        return Floor(
+            agent_state=self._session.agent_state,
+            caller_speaking=self._session.user_state == "speaking",
+            turn_pending=self._turn_pending,
+            speech_busy=speech_busy,
+            dispatch_busy=dispatch_busy or id(agent) in self._dispatching,
+            replying=replying,
         )
+
+    def quiet(self, agent: Agent, *, replying: bool = False) -> bool:
+        """Quiet enough for ``agent`` to start a deferred reply (see the class doc)."""
+        return _policy.quiet(self.floor(agent, replying=replying))
+
+    def may_cut_in(self, agent: Agent) -> bool:
+        """For ``"interrupt"`` delivery: the caller is done and no tool dispatch or LLM
+        request of ``agent`` is in flight (its own speech may be cut)."""
+        return _policy.may_cut_in(self.floor(agent, replying=False))
 
     def close(self) -> None:
         """Cancel the gate's timers and forget its handles."""
-        for timer in (self._recheck, self._turn_deadline):
+        for timer in (self._recheck, self._turn_deadline, self._soon):
             if timer is not None:
                 timer.cancel()
-        self._recheck = self._turn_deadline = None
+        self._recheck = self._turn_deadline = self._soon = None
         self._handles.clear()
+
+
+def _has_open_tool_call(handle: SpeechHandle) -> bool:
+    """True while a tool call of ``handle`` runs (a call without its output yet)."""
+    calls = {i.call_id for i in handle.chat_items if isinstance(i, llm.FunctionCall)}
+    if not calls:
+        return False
+    outs = {i.call_id for i in handle.chat_items if isinstance(i, llm.FunctionCallOutput)}
+    return not calls <= outs

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from livekit.agents import Agent, AgentSession, RunContext, llm
 
-from . import _compat
+from . import _compat, _policy
 from ._log import logger
 from .context import AsyncRunContext
 from .control import ControlTools
@@ -336,7 +336,6 @@ class AsyncToolRuntime:
         if self._calls.get(call.call_id) is call:
             del self._calls[call.call_id]
         self.control.schedule()
-        self.check_idle()
 
     def _is_idle(self) -> bool:
         return not self._calls and not self._tasks and self.delivery.idle
@@ -349,20 +348,19 @@ class AsyncToolRuntime:
                     fut.set_result(None)
 
     async def stop(self, call: AsyncCall, reason: Literal["cancelled", "timed_out"]) -> bool:
-        if not call.request_stop(reason):
-            return False
-        assert call.task is not None
-        await asyncio.wait([call.task])
+        """Ask ``call`` to stop and wait until it has ended. True if it ended with
+        ``reason`` (this or an earlier request of the same kind stopped it)."""
+        call.request_stop(reason)
+        await call.wait_ended()
         return call.status == reason
 
     def apply_handoff_policies(self) -> None:
         """Cancel the calls whose origin was handed off for good under ``cancel``."""
+        gate = self.delivery.gate
         for call in list(self._calls.values()):
-            if (
-                call.on_handoff == "cancel"
-                and _compat.agent_is_closed(call.origin)
-                and call.request_stop("cancelled")
-            ):
+            if _policy.cancel_at_handoff(
+                gate.origin_state(call.origin), call.on_handoff
+            ) and call.request_stop("cancelled"):
                 self.delivery.drop_for(call, "origin_closed")
 
     async def dispatch(
@@ -377,19 +375,24 @@ class AsyncToolRuntime:
     ) -> object:
         """Start a background call and return what the LLM sees now."""
         call_id = run_ctx.function_call.call_id
-        if self._closed:
-            raise llm.ToolError(self._options.session_closing_template.format(tool_name=spec.name))
-        if call_id in self._calls:
-            raise llm.ToolError(self._options.call_id_in_use_template.format(call_id=call_id))
-        duplicate = self._find_duplicate(spec, arguments)
-        if duplicate is not None and spec.on_duplicate != "allow":
+        while True:  # after any await, every check is made again
+            if self._closed:
+                raise llm.ToolError(
+                    self._options.session_closing_template.format(tool_name=spec.name)
+                )
+            if call_id in self._calls:
+                raise llm.ToolError(self._options.call_id_in_use_template.format(call_id=call_id))
+            duplicate = self._find_duplicate(spec, arguments)
+            if duplicate is None or spec.on_duplicate == "allow":
+                break
             fmt = {"tool_name": spec.name, "call_id": duplicate.call_id}
             if spec.on_duplicate == "reject":
                 return self._options.duplicate_running_template.format(**fmt)
-            if spec.on_duplicate == "confirm" and not confirmed:
+            if spec.on_duplicate == "confirm":
+                if confirmed:
+                    break
                 return self._options.duplicate_confirm_template.format(**fmt, param=CONFIRM_PARAM)
-            if spec.on_duplicate == "replace":
-                await self.stop(duplicate, "cancelled")
+            await self.stop(duplicate, "cancelled")  # replace
         if len(self._calls) >= self._options.max_tasks_per_session:
             logger.warning("async tool cap reached", extra={"function": spec.name})
             raise llm.ToolError(
@@ -407,14 +410,16 @@ class AsyncToolRuntime:
         self._calls[call_id] = call
         _compat.notify_lifecycle(origin, self.delivery.gate.on_lifecycle)
         self.control.schedule()
-        self.delivery.gate.track(run_ctx.speech_handle, origin)
+        gate = self.delivery.gate
+        gate.track(run_ctx.speech_handle, origin)
         call.log_started()
         self.emit(
             "task_started",
             TaskStarted(call_id=call_id, tool_name=spec.name, arguments=dict(arguments)),
         )
-        call.start(body(ctx))
+        gate.dispatch_started(origin)
         try:
+            call.start(lambda: body(ctx))
             if spec.ack_after is None:
                 await asyncio.shield(call.outcome)
             else:
@@ -426,6 +431,8 @@ class AsyncToolRuntime:
             # and its result is delivered later
             call.acknowledge()
             raise
+        finally:
+            gate.dispatch_ended(origin)
         outcome = call.outcome.result()
         if isinstance(outcome, Finished):
             if outcome.status == "succeeded":
@@ -434,6 +441,8 @@ class AsyncToolRuntime:
         return self._ack_text(call, outcome)
 
     def _find_duplicate(self, spec: ToolSpec, arguments: dict[str, object]) -> AsyncCall | None:
+        if spec.on_duplicate == "allow":
+            return None
         key = duplicate_key(spec, arguments)
         for call in self._calls.values():
             if call.spec.name == spec.name and duplicate_key(call.spec, call.arguments) == key:

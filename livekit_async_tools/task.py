@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from livekit.agents import Agent, llm
 
 from ._log import logger, pii_extra
+from ._policy import CallEvent, CallPhase, step
 from .context import CancelCallback
 from .events import TaskEnded, TaskInfo, TaskState, TaskStatus, TaskUpdated
 from .options import Delivery
@@ -20,7 +22,14 @@ if TYPE_CHECKING:
     from .runtime import AsyncToolRuntime
     from .tool import ToolSpec
 
-__all__ = ["Acknowledged", "AsyncCall", "Finished", "Outcome", "render_message"]
+__all__ = [
+    "CANCEL_HOOKS_TIMEOUT",
+    "Acknowledged",
+    "AsyncCall",
+    "Finished",
+    "Outcome",
+    "render_message",
+]
 
 _DELIVERIES: tuple[Delivery, ...] = ("when_idle", "interrupt", "silent")
 
@@ -62,8 +71,18 @@ class Finished:
 Outcome: TypeAlias = "Acknowledged | Finished"
 
 
+CANCEL_HOOKS_TIMEOUT = 5.0
+"""Seconds the ``on_cancel`` hooks of one call may run in all. They run to completion,
+shielded from further stop requests and session close, but never longer than this."""
+
+
 class AsyncCall:
-    """The runtime's record of one background call (internal; see `TaskInfo`)."""
+    """The runtime's record of one background call (internal; see `TaskInfo`).
+
+    Its lifecycle is the state machine of `_policy.step`: ``starting`` → ``running`` →
+    ``stopping`` → ``ended``. Whatever happens (a stop before its first step included),
+    a started call ends exactly once: one ``task_ended``, then its final item.
+    """
 
     def __init__(
         self,
@@ -83,10 +102,11 @@ class AsyncCall:
         self.origin = origin
         self.loop = asyncio.get_running_loop()
         self.started_at = self.loop.time()
-        self.state: TaskState = "starting"
+        self.phase: CallPhase = "starting"
         self.status: TaskStatus | None = None
         self.last_message: object = None
         self.outcome: asyncio.Future[Outcome] = self.loop.create_future()
+        self.ended_future: asyncio.Future[None] = self.loop.create_future()
         self.task: asyncio.Task[None] | None = None
         self._updates = 0
         self._hooks: list[CancelCallback] = []
@@ -105,7 +125,16 @@ class AsyncCall:
 
     @property
     def ended(self) -> bool:
-        return self.status is not None
+        return self.phase == "ended"
+
+    @property
+    def state(self) -> TaskState:
+        """The public state of a live call (`TaskInfo.state`)."""
+        return (
+            "starting"
+            if self.phase == "starting"
+            else ("stopping" if self.phase in ("stopping", "ended") else "running")
+        )
 
     @property
     def on_handoff(self) -> str:
@@ -123,13 +152,25 @@ class AsyncCall:
             last_message=self.last_message,
         )
 
+    def _transition(self, event: CallEvent) -> bool:
+        nxt = step(self.phase, event)
+        if nxt is None:
+            return False
+        self.phase = nxt
+        return True
+
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self, body: Coroutine[Any, Any, object]) -> None:
-        """Spawn the background task running ``body`` and arm the timeout."""
+    def start(self, body: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        """Spawn the background task and arm the timeout.
+
+        ``body`` makes the tool's coroutine; it is called in the task's first step, so
+        a call stopped before that step never creates it ("never awaited").
+        """
         self.task = self.runtime.spawn(
             self._run(body), name=f"async-tool:{self.tool_name}:{self.call_id}"
         )
+        self.task.add_done_callback(self._on_task_done)
         if self.spec.timeout is not None:
             self._timeout = self.loop.call_later(self.spec.timeout, self._on_timeout)
 
@@ -137,20 +178,25 @@ class AsyncCall:
         """Acknowledge automatically (``ack_after`` expired or the dispatch was cut)."""
         if self.outcome.done():
             return
-        self.state = "running"
+        self._transition("acknowledged")
         self.outcome.set_result(Acknowledged(message=None, automatic=True))
         self.runtime.emit(
             "task_updated", TaskUpdated(call_id=self.call_id, message=None, delivery="when_idle")
         )
 
     def request_stop(self, reason: Literal["cancelled", "timed_out"]) -> bool:
-        """Cancel the task; False if it had already ended."""
-        if self.ended or self.task is None or self.task.done():
+        """Ask the call to stop; False (and nothing happens) unless this is the first
+        stop request of a call that has not ended."""
+        if not self._transition("stop_requested"):
             return False
-        if self._stop_reason is None:
-            self._stop_reason = reason
+        self._stop_reason = reason
+        assert self.task is not None
         self.task.cancel()
         return True
+
+    async def wait_ended(self) -> None:
+        """Return once the call has ended (its hooks ran, ``task_ended`` was emitted)."""
+        await asyncio.shield(self.ended_future)
 
     def _on_timeout(self) -> None:
         self._timeout = None
@@ -163,9 +209,10 @@ class AsyncCall:
     async def update(self, message: object, *, delivery: Delivery) -> None:
         if delivery not in _DELIVERIES:
             raise TypeError(f"delivery must be one of {_DELIVERIES}, got {delivery!r}")
-        if self.ended:
+        if self.phase in ("stopping", "ended"):
+            when = "ended" if self.ended else "was being stopped"
             raise RuntimeError(
-                f"update() called after {self.tool_name} (call id {self.call_id}) ended; "
+                f"update() called after {self.tool_name} (call id {self.call_id}) {when}; "
                 "report progress only while the tool is running"
             )
         text = render_message(message)
@@ -175,13 +222,13 @@ class AsyncCall:
             "task_updated", TaskUpdated(call_id=self.call_id, message=message, delivery=delivery)
         )
         if not self.outcome.done():
-            self.state = "running"
+            self._transition("acknowledged")
             self.outcome.set_result(Acknowledged(message=message, automatic=False))
             return
         output = self.runtime.options.update_template.format(
             tool_name=self.tool_name, call_id=self.call_id, message=text
         )
-        await self.runtime.delivery.add(
+        item = self.runtime.delivery.add(
             self,
             kind="update",
             suffix=f"update_{self._updates}",
@@ -189,27 +236,59 @@ class AsyncCall:
             is_error=False,
             delivery=delivery,
         )
+        if item is not None:
+            await self.runtime.delivery.recorded(item)
 
     def on_cancel(self, callback: CancelCallback) -> None:
         if not callable(callback):
             raise TypeError("on_cancel() needs a callable")
         self._hooks.append(callback)
 
-    async def _run(self, body: Coroutine[Any, Any, object]) -> None:
+    async def _run(self, body: Callable[[], Coroutine[Any, Any, object]]) -> None:
         try:
-            result = await body
+            result = await body()
         except asyncio.CancelledError:
-            status: TaskStatus = self._stop_reason or "cancelled"
+            if self._transition("stop_requested"):  # cancelled by someone else
+                self._stop_reason = "cancelled"
             await self._run_hooks()
-            await self._end(status, None, None)
+            self._end(self._stop_reason or "cancelled", None, None)
             raise
         except Exception as e:
-            await self._end("failed", None, e)
+            self._end("failed", None, e)
             return
-        await self._end("succeeded", result, None)
+        self._end("succeeded", result, None)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        # a task cancelled before its first step never ran `_run`: end the call here
+        if not self.ended:
+            self._end(self._stop_reason or "cancelled", None, None)
 
     async def _run_hooks(self) -> None:
+        """Run the ``on_cancel`` hooks to completion, shielded, within the time limit."""
         hooks, self._hooks = self._hooks, []
+        if not hooks:
+            return
+        runner = self.runtime.spawn(
+            self._hooks_body(hooks), name=f"async-tool:on_cancel:{self.call_id}"
+        )
+        while not runner.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(runner)
+
+    async def _hooks_body(self, hooks: list[CancelCallback]) -> None:
+        try:
+            await asyncio.wait_for(self._call_hooks(hooks), CANCEL_HOOKS_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.warning(
+                "on_cancel hooks cut after the time limit",
+                extra={
+                    "call_id": self.call_id,
+                    "function": self.tool_name,
+                    "limit": CANCEL_HOOKS_TIMEOUT,
+                },
+            )
+
+    async def _call_hooks(self, hooks: list[CancelCallback]) -> None:
         for hook in hooks:
             try:
                 res = hook()
@@ -234,7 +313,10 @@ class AsyncCall:
             return error.message
         return opts.failure_template.format(**fmt)
 
-    async def _end(self, status: TaskStatus, result: object, error: BaseException | None) -> None:
+    def _end(self, status: TaskStatus, result: object, error: BaseException | None) -> None:
+        """The one place a call ends: ``task_ended``, then the final item (once)."""
+        if not self._transition("finished"):
+            return
         if self._timeout is not None:
             self._timeout.cancel()
             self._timeout = None
@@ -256,9 +338,15 @@ class AsyncCall:
         self.runtime.emit(
             "task_ended", TaskEnded(call_id=self.call_id, status=status, error=event_error)
         )
+        if not self.ended_future.done():
+            self.ended_future.set_result(None)
         if not self.outcome.done():
             self.outcome.set_result(Finished(status=status, result=result, error_text=text))
-            return
+        else:
+            self._add_final(status, result, text)
+        self.runtime.check_idle()
+
+    def _add_final(self, status: TaskStatus, result: object, text: str | None) -> None:
         if status == "succeeded":
             try:
                 output = render_message(result)
@@ -267,7 +355,7 @@ class AsyncCall:
         else:
             output = text or ""
         delivery: Delivery = "silent" if status == "cancelled" else self.spec.result_delivery
-        await self.runtime.delivery.add(
+        self.runtime.delivery.add(
             self,
             kind="final",
             suffix="final",

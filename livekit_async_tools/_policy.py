@@ -1,0 +1,179 @@
+"""Pure decisions: a call's lifecycle, the handoff table, the gate's verdicts, coalescing,
+reply outcomes and retry backoff.
+
+Nothing here touches livekit or the event loop: the stateful parts gather a snapshot,
+ask one of these functions, and act on the answer in the same loop iteration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "CallEvent",
+    "CallPhase",
+    "Floor",
+    "OriginState",
+    "ReplyOutcome",
+    "Route",
+    "may_cut_in",
+    "quiet",
+    "reply_outcome",
+    "retry_delay",
+    "route",
+    "step",
+]
+
+# -- a call's lifecycle -----------------------------------------------------------------
+
+CallPhase: TypeAlias = Literal["starting", "running", "stopping", "ended"]
+"""``starting`` until acknowledged, ``running`` after, ``stopping`` once a stop was
+requested (the body is being cancelled and its ``on_cancel`` hooks run), ``ended``."""
+
+CallEvent: TypeAlias = Literal["acknowledged", "stop_requested", "finished"]
+
+_TRANSITIONS: dict[tuple[CallPhase, CallEvent], CallPhase] = {
+    ("starting", "acknowledged"): "running",
+    ("starting", "stop_requested"): "stopping",
+    ("starting", "finished"): "ended",
+    ("running", "stop_requested"): "stopping",
+    ("running", "finished"): "ended",
+    ("stopping", "finished"): "ended",
+}
+"""Every allowed transition; any other (phase, event) pair is a no-op. In particular a
+second stop request, an acknowledgement while stopping and anything after ``ended``."""
+
+
+def step(phase: CallPhase, event: CallEvent) -> CallPhase | None:
+    """The phase after ``event``, or ``None`` if the event changes nothing in ``phase``."""
+    return _TRANSITIONS.get((phase, event))
+
+
+# -- the handoff table ------------------------------------------------------------------
+
+OriginState: TypeAlias = Literal["current", "entering", "paused", "closed"]
+"""Where an item's origin agent stands: ``current`` (livekit routes replies to it),
+``entering`` (it is the session's agent but livekit still routes to the previous
+activity: a handoff or hand-back in progress), ``paused`` (an `AgentTask` runs on top,
+or it is draining after a handoff), ``closed`` (its activity is closed for good)."""
+
+Route: TypeAlias = Literal["origin", "current", "wait", "drop"]
+"""Who may speak an item now: its origin, the current agent, nobody yet, or nobody ever."""
+
+
+def route(origin: OriginState, on_handoff: str, *, current_ready: bool) -> Route:
+    """Who may speak an item of ``origin`` under its ``on_handoff`` policy.
+
+    ``current_ready`` says whether the session's current agent is the one livekit
+    routes replies to (no handoff in progress).
+    """
+    if origin == "current":
+        return "origin"
+    if origin in ("entering", "paused"):
+        return "wait"
+    if on_handoff == "forward":
+        return "current" if current_ready else "wait"
+    if on_handoff == "cancel":
+        return "drop"
+    return "wait"  # hold: until the origin is handed back to, else dropped at close
+
+
+def record_in_origin(origin: OriginState, on_handoff: str) -> bool:
+    """Whether an item is written into its origin's context (else the current agent's)."""
+    return origin != "closed" or on_handoff != "forward"
+
+
+def cancel_at_handoff(origin: OriginState, on_handoff: str) -> bool:
+    """Whether a running call is cancelled because its origin was handed off for good."""
+    return origin == "closed" and on_handoff == "cancel"
+
+
+def close_reason(origin: OriginState, on_handoff: str) -> str:
+    """The ``dropped`` reason for an item still pending when the session closes."""
+    if origin == "closed" and on_handoff in ("hold", "cancel"):
+        return "origin_closed"
+    return "session_closed"
+
+
+# -- the gate ---------------------------------------------------------------------------
+
+_QUIET_AGENT_STATES = ("listening", "idle")
+
+
+@dataclass(frozen=True)
+class Floor:
+    """What the session is doing, as seen for one target agent.
+
+    Attributes:
+        agent_state: ``session.agent_state``.
+        caller_speaking: The caller is speaking.
+        turn_pending: The caller stopped speaking and their turn may still be committed.
+        speech_busy: A speech handle of the target (or of a closed agent still draining)
+            is not done: a reply, a tool dispatch, the caller's text turn.
+        dispatch_busy: A tool dispatch of the target is in flight.
+        replying: One of this package's deferred replies is being spoken.
+    """
+
+    agent_state: str
+    caller_speaking: bool
+    turn_pending: bool
+    speech_busy: bool
+    dispatch_busy: bool
+    replying: bool
+
+
+def caller_done(floor: Floor) -> bool:
+    """The caller is not speaking and no turn of theirs is pending."""
+    return not floor.caller_speaking and not floor.turn_pending
+
+
+def quiet(floor: Floor) -> bool:
+    """Quiet enough to start a ``when_idle`` reply (once it has lasted ``settle_delay``)."""
+    return (
+        floor.agent_state in _QUIET_AGENT_STATES
+        and caller_done(floor)
+        and not floor.speech_busy
+        and not floor.dispatch_busy
+        and not floor.replying
+    )
+
+
+def may_cut_in(floor: Floor) -> bool:
+    """For ``interrupt`` items: the caller is done and no tool dispatch or LLM request
+    of the target is in flight; the agent's own speech may be cut."""
+    return (
+        caller_done(floor)
+        and not floor.dispatch_busy
+        and floor.agent_state in (*_QUIET_AGENT_STATES, "speaking")
+    )
+
+
+# -- replies ----------------------------------------------------------------------------
+
+ReplyOutcome: TypeAlias = Literal["delivered", "interrupted", "failed", "empty", "closed"]
+
+
+def reply_outcome(*, closed: bool, interrupted: bool, failed: bool, said: bool) -> ReplyOutcome:
+    """How a finished deferred reply went. A failed reply is never "empty"."""
+    if closed:
+        return "closed"
+    if failed:
+        return "failed"
+    if interrupted:
+        return "interrupted"
+    return "delivered" if said else "empty"
+
+
+RETRY_MIN = 0.05
+RETRY_MAX = 2.0
+
+
+def retry_delay(refusals: int, settle_delay: float) -> float:
+    """Seconds to wait after the ``refusals``-th refused ``generate_reply`` in a row.
+
+    Exponential from ``settle_delay`` (at least `RETRY_MIN`), capped at `RETRY_MAX`: a
+    refusal is retried on time, never because the refused reply emitted events itself.
+    """
+    base = max(settle_delay, RETRY_MIN)
+    return float(min(base * 2 ** max(refusals - 1, 0), RETRY_MAX))
