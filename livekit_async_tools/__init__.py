@@ -1,5 +1,6 @@
 """Slow tools for LiveKit voice agents: run in the background, speak results when quiet."""
 
+from ._log import configure_redaction
 from .context import AsyncRunContext
 from .events import ReplyUpdated, TaskEnded, TaskInfo, TaskStarted, TaskUpdated
 from .options import AsyncToolOptions
@@ -18,5 +19,6 @@ __all__ = [
     "TaskUpdated",
     "ToolDefinitionError",
     "attach",
+    "configure_redaction",
     "function_tool",
 ]

@@ -29,6 +29,7 @@ def test_public_names_snapshot() -> None:
         "TaskUpdated",
         "ToolDefinitionError",
         "attach",
+        "configure_redaction",
         "function_tool",
     ]
     for name in livekit_async_tools.__all__:
