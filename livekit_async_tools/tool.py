@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeAlias, TypeVar, overload
+from typing import Annotated, Any, Final, Literal, TypeAlias, TypeVar, overload
 
-from livekit.agents import Agent, RunContext, llm
+from livekit.agents import NOT_GIVEN, Agent, NotGivenOr, RunContext, llm, utils
 from livekit.agents import function_tool as lk_function_tool
+from livekit.agents.llm.tool_context import RawFunctionDescription, ToolFlag
 from pydantic import Field
 
 from ._mock_registry import find_mock
@@ -35,6 +37,12 @@ _DELIVERIES = ("when_idle", "interrupt", "silent")
 _ON_HANDOFF = ("forward", "hold", "cancel")
 _DUPLICATE_MODES = ("allow", "reject", "replace", "confirm")
 _DUPLICATE_SCOPES = ("name", "name_and_args")
+
+_LIVEKIT_PARAMS: Final = frozenset(inspect.signature(lk_function_tool).parameters)
+"""The keywords livekit's own `function_tool` takes on the installed version."""
+
+_SAFE_FLAGS: Final = ToolFlag.IGNORE_ON_ENTER
+"""livekit tool flags that mean the same on an async tool's wrapper (hidden in on_enter)."""
 
 
 class ToolDefinitionError(TypeError):
@@ -82,11 +90,27 @@ def find_context_param(fn: Callable[..., Any]) -> str | None:
     return None
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _validate_options(spec: ToolSpec) -> None:
-    if spec.ack_after is not None and spec.ack_after < 0:
-        raise ValueError(f"ack_after must be >= 0 or None, got {spec.ack_after!r}")
-    if spec.timeout is not None and spec.timeout <= 0:
-        raise ValueError(f"timeout must be > 0 or None, got {spec.timeout!r}")
+    if not isinstance(spec.cancellable, bool):
+        raise TypeError(f"cancellable must be True or False, got {spec.cancellable!r}")
+    if spec.ack_after is not None and not (
+        _is_number(spec.ack_after) and math.isfinite(spec.ack_after) and spec.ack_after >= 0
+    ):
+        raise ValueError(
+            f"ack_after must be a number of seconds >= 0, or None to wait for the first "
+            f"update, got {spec.ack_after!r}"
+        )
+    if spec.timeout is not None and not (
+        _is_number(spec.timeout) and math.isfinite(spec.timeout) and spec.timeout > 0
+    ):
+        raise ValueError(
+            f"timeout must be a number of seconds > 0, or None for no deadline, "
+            f"got {spec.timeout!r}"
+        )
     if spec.on_handoff is not None and spec.on_handoff not in _ON_HANDOFF:
         raise ValueError(f"on_handoff must be one of {_ON_HANDOFF}, got {spec.on_handoff!r}")
     if spec.result_delivery not in _DELIVERIES:
@@ -105,6 +129,26 @@ def _validate_options(spec: ToolSpec) -> None:
         raise ValueError(
             'on_duplicate="replace" cancels the running call, so the tool must be '
             "declared cancellable=True"
+        )
+
+
+def _check_async_flags(fn: Callable[..., Any], flags: ToolFlag) -> None:
+    if not isinstance(flags, ToolFlag):
+        raise TypeError(f"flags must be a livekit ToolFlag, got {flags!r}")
+    cancellable_flag = getattr(ToolFlag, "CANCELLABLE", None)  # livekit-agents >= 1.6
+    if cancellable_flag is not None and flags & cancellable_flag:
+        raise ToolDefinitionError(
+            f"{fn.__qualname__}: flags=ToolFlag.CANCELLABLE is livekit's own cancellation; "
+            "on a tool that takes an AsyncRunContext it would only reach the short dispatch, "
+            "not the background call, and it adds livekit's own cancel_task and "
+            "get_running_tasks tools, whose names clash with this package's. Use "
+            "cancellable=True instead"
+        )
+    unsafe = flags & ~_SAFE_FLAGS
+    if unsafe:
+        raise ToolDefinitionError(
+            f"{fn.__qualname__}: flags={unsafe!r} is not supported on a tool that takes an "
+            "AsyncRunContext (only ToolFlag.IGNORE_ON_ENTER is)"
         )
 
 
@@ -185,8 +229,27 @@ def _build_wrapper(fn: Callable[..., Any], ctx_name: str, spec: ToolSpec) -> Cal
 def function_tool(
     f: _F,
     *,
+    raw_schema: RawFunctionDescription | dict[str, Any],
+    flags: ToolFlag = ToolFlag.NONE,
+    on_duplicate: DuplicateMode = "allow",
+    duplicate_scope: DuplicateScope = "name",
+) -> llm.RawFunctionTool[..., Any]: ...
+@overload
+def function_tool(
+    f: None = None,
+    *,
+    raw_schema: RawFunctionDescription | dict[str, Any],
+    flags: ToolFlag = ToolFlag.NONE,
+    on_duplicate: DuplicateMode = "allow",
+    duplicate_scope: DuplicateScope = "name",
+) -> Callable[[_F], llm.RawFunctionTool[..., Any]]: ...
+@overload
+def function_tool(
+    f: _F,
+    *,
     name: str | None = None,
     description: str | None = None,
+    flags: ToolFlag = ToolFlag.NONE,
     cancellable: bool = False,
     on_duplicate: DuplicateMode = "reject",
     duplicate_scope: DuplicateScope = "name_and_args",
@@ -201,6 +264,7 @@ def function_tool(
     *,
     name: str | None = None,
     description: str | None = None,
+    flags: ToolFlag = ToolFlag.NONE,
     cancellable: bool = False,
     on_duplicate: DuplicateMode = "reject",
     duplicate_scope: DuplicateScope = "name_and_args",
@@ -214,45 +278,68 @@ def function_tool(
     *,
     name: str | None = None,
     description: str | None = None,
-    cancellable: bool = False,
-    on_duplicate: DuplicateMode = "reject",
-    duplicate_scope: DuplicateScope = "name_and_args",
-    timeout: float | None = None,
-    ack_after: float | None = 1.0,
-    on_handoff: OnHandoff | None = None,
-    result_delivery: Delivery = "when_idle",
-) -> llm.FunctionTool[..., Any] | Callable[[_F], llm.FunctionTool[..., Any]]:
+    raw_schema: RawFunctionDescription | dict[str, Any] | None = None,
+    flags: NotGivenOr[ToolFlag] = NOT_GIVEN,
+    cancellable: NotGivenOr[bool] = NOT_GIVEN,
+    on_duplicate: NotGivenOr[DuplicateMode] = NOT_GIVEN,
+    duplicate_scope: NotGivenOr[DuplicateScope] = NOT_GIVEN,
+    timeout: NotGivenOr[float | None] = NOT_GIVEN,
+    ack_after: NotGivenOr[float | None] = NOT_GIVEN,
+    on_handoff: NotGivenOr[OnHandoff | None] = NOT_GIVEN,
+    result_delivery: NotGivenOr[Delivery] = NOT_GIVEN,
+) -> (
+    llm.FunctionTool[..., Any]
+    | llm.RawFunctionTool[..., Any]
+    | Callable[[_F], llm.FunctionTool[..., Any] | llm.RawFunctionTool[..., Any]]
+):
     """Declare a tool; one that takes an `AsyncRunContext` runs in the background.
 
     A drop-in replacement for `livekit.agents.function_tool`, bare or with options,
     on `Agent`/`AgentTask` methods and on plain functions. A function without an
-    `AsyncRunContext` parameter is handed to livekit unchanged. One with it is
-    wrapped: livekit sees an ordinary tool with the same name, description and
-    JSON schema (the context parameter removed, arguments validated by livekit),
-    whose body starts the background call.
+    `AsyncRunContext` parameter is handed to livekit unchanged, with every argument
+    livekit takes (``name``, ``description``, ``raw_schema``, ``flags``, and from
+    livekit-agents 1.6 its own ``on_duplicate`` and ``duplicate_scope``, with
+    livekit's defaults and meaning). One with it is wrapped: livekit sees an
+    ordinary tool with the same name, description and JSON schema (the context
+    parameter removed, arguments validated by livekit), whose body starts the
+    background call.
 
     Args:
         f: The function (when used bare).
         name: The tool name the LLM sees (default: the function's name).
         description: The description (default: the docstring).
-        cancellable: Whether the LLM and the app may cancel a running call.
-        on_duplicate: What a second identical call does while one runs.
-        duplicate_scope: What makes two calls identical.
-        timeout: Hard deadline in seconds for the whole call, kept across updates.
-        ack_after: Grace window in seconds: a call that ends within it is an ordinary
-            tool result; otherwise it is acknowledged and goes on in the background.
-            ``None`` waits for the first `AsyncRunContext.update` or the return.
+        raw_schema: livekit's raw JSON schema, for tools without an `AsyncRunContext`
+            only: an async tool needs its typed signature.
+        flags: livekit's ``ToolFlag``. On an async tool only
+            ``ToolFlag.IGNORE_ON_ENTER`` is allowed (use ``cancellable``, not
+            ``ToolFlag.CANCELLABLE``).
+        cancellable: Whether the LLM and the app may cancel a running call
+            (default ``False``).
+        on_duplicate: What a second identical call does while one runs (default
+            ``"reject"``).
+        duplicate_scope: What makes two calls identical (default ``"name_and_args"``).
+        timeout: Hard deadline in seconds for the whole call, kept across updates
+            (default ``None``: no deadline).
+        ack_after: Grace window in seconds (default 1.0): a call that ends within it
+            is an ordinary tool result; otherwise it is acknowledged and goes on in
+            the background. ``None`` waits for the first `AsyncRunContext.update` or
+            the return.
         on_handoff: ``forward``, ``hold`` or ``cancel`` when the origin agent is
             handed off for good (default: the runtime's `AsyncToolOptions.on_handoff`).
-        result_delivery: How the final result is delivered.
+        result_delivery: How the final result is delivered (default ``"when_idle"``).
 
     Returns:
-        A livekit `FunctionTool` (or a decorator making one).
+        A livekit `FunctionTool` (a `RawFunctionTool` with ``raw_schema``), or a
+        decorator making one.
 
     Raises:
-        ToolDefinitionError: Async-only options on a tool without an
-            `AsyncRunContext`, or a signature livekit cannot call.
+        ToolDefinitionError: An async-only option (``cancellable``, ``timeout``,
+            ``ack_after``, ``on_handoff``, ``result_delivery``, and ``on_duplicate``
+            / ``duplicate_scope`` where livekit has none) on a tool without an
+            `AsyncRunContext`, whatever its value; ``raw_schema`` or an unsupported
+            flag on one with it; or a signature livekit cannot call.
         ValueError: An option has an unknown value.
+        TypeError: An option has the wrong type.
 
     Example::
 
@@ -263,39 +350,77 @@ def function_tool(
                 await ctx.update("searching")
                 return await flights.search(city)
     """
+    given: dict[str, object] = {
+        k: v
+        for k, v in {
+            "cancellable": cancellable,
+            "on_duplicate": on_duplicate,
+            "duplicate_scope": duplicate_scope,
+            "timeout": timeout,
+            "ack_after": ack_after,
+            "on_handoff": on_handoff,
+            "result_delivery": result_delivery,
+        }.items()
+        if utils.is_given(v)
+    }
 
-    def decorate(fn: _F) -> llm.FunctionTool[..., Any]:
-        ctx_name = find_context_param(fn)
-        if ctx_name is None:
-            given = {
-                "cancellable": cancellable is not False,
-                "on_duplicate": on_duplicate != "reject",
-                "duplicate_scope": duplicate_scope != "name_and_args",
-                "timeout": timeout is not None,
-                "ack_after": ack_after != 1.0,
-                "on_handoff": on_handoff is not None,
-                "result_delivery": result_delivery != "when_idle",
-            }
-            extra = [k for k, v in given.items() if v]
-            if extra:
-                raise ToolDefinitionError(
-                    f"{fn.__qualname__}: {', '.join(extra)} only apply to async tools; add "
-                    "a parameter typed AsyncRunContext or remove these options"
+    def plain_tool(fn: _F) -> llm.FunctionTool[..., Any] | llm.RawFunctionTool[..., Any]:
+        async_only = [k for k in given if k not in _LIVEKIT_PARAMS]
+        if async_only:
+            note = ""
+            if {"on_duplicate", "duplicate_scope"} & set(async_only):
+                note = (
+                    " (this livekit-agents version's own function_tool has no on_duplicate "
+                    "or duplicate_scope; it has them from 1.6)"
                 )
-            return lk_function_tool(fn, name=name, description=description)
+            raise ToolDefinitionError(
+                f"{fn.__qualname__}: {', '.join(async_only)} only apply to async tools; add "
+                f"a parameter typed AsyncRunContext or remove these options{note}"
+            )
+        passed: dict[str, Any] = {"name": name, "description": description, **given}
+        if raw_schema is not None:
+            passed["raw_schema"] = raw_schema
+        if utils.is_given(flags):
+            passed["flags"] = flags
+        tool: llm.FunctionTool[..., Any] | llm.RawFunctionTool[..., Any]
+        tool = lk_function_tool(fn, **passed)
+        return tool
+
+    def async_tool(fn: _F, ctx_name: str) -> llm.FunctionTool[..., Any]:
+        if raw_schema is not None:
+            raise ToolDefinitionError(
+                f"{fn.__qualname__}: raw_schema= cannot be used on a tool that takes an "
+                "AsyncRunContext: the package builds the tool from its typed signature (it "
+                "removes the context parameter, lets livekit validate the arguments and "
+                "compares them to find duplicates), and livekit calls a raw tool with "
+                "raw_arguments only. Declare typed parameters instead, or drop the "
+                "AsyncRunContext parameter to keep an ordinary raw tool"
+            )
+        lk_flags = flags if utils.is_given(flags) else ToolFlag.NONE
+        _check_async_flags(fn, lk_flags)
         spec = ToolSpec(
             name=name or fn.__name__,
-            ack_after=ack_after,
-            on_handoff=on_handoff,
-            cancellable=cancellable,
-            timeout=timeout,
-            result_delivery=result_delivery,
-            on_duplicate=on_duplicate,
-            duplicate_scope=duplicate_scope,
+            ack_after=ack_after if utils.is_given(ack_after) else 1.0,
+            on_handoff=on_handoff if utils.is_given(on_handoff) else None,
+            cancellable=cancellable if utils.is_given(cancellable) else False,
+            timeout=timeout if utils.is_given(timeout) else None,
+            result_delivery=result_delivery if utils.is_given(result_delivery) else "when_idle",
+            on_duplicate=on_duplicate if utils.is_given(on_duplicate) else "reject",
+            duplicate_scope=duplicate_scope if utils.is_given(duplicate_scope) else "name_and_args",
         )
         _validate_options(spec)
         wrapper = _build_wrapper(fn, ctx_name, spec)
+        if lk_flags:
+            return lk_function_tool(
+                wrapper, name=spec.name, description=description, flags=lk_flags
+            )
         return lk_function_tool(wrapper, name=spec.name, description=description)
+
+    def decorate(fn: _F) -> llm.FunctionTool[..., Any] | llm.RawFunctionTool[..., Any]:
+        ctx_name = find_context_param(fn)
+        if ctx_name is None:
+            return plain_tool(fn)
+        return async_tool(fn, ctx_name)
 
     if f is not None:
         return decorate(f)
