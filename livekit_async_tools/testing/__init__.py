@@ -1,7 +1,19 @@
-"""Offline testing helpers: a scripted LLM, `mock_tools` for async tools, `settle`."""
+"""Offline testing helpers: a scripted LLM, a fake voice stack, `mock_tools` for async
+tools, `settle`."""
 
+from ._fake_voice import AgentSegment, CallerSegment, FakeVoice
 from ._llm import LLMRequest, Reply, ScriptedLLM, ToolCall
 from ._mocks import mock_tools
 from ._settle import settle
 
-__all__ = ["LLMRequest", "Reply", "ScriptedLLM", "ToolCall", "mock_tools", "settle"]
+__all__ = [
+    "AgentSegment",
+    "CallerSegment",
+    "FakeVoice",
+    "LLMRequest",
+    "Reply",
+    "ScriptedLLM",
+    "ToolCall",
+    "mock_tools",
+    "settle",
+]
