@@ -21,6 +21,7 @@ __all__ = [
     "VERSION",
     "agent_is_closed",
     "caller_turn_wait",
+    "function_call",
     "notify_lifecycle",
     "update_agent_chat_ctx",
 ]
@@ -129,3 +130,13 @@ async def update_agent_chat_ctx(agent: Agent, chat_ctx: llm.ChatContext) -> None
         await agent.update_chat_ctx(chat_ctx, exclude_invalid_function_calls=False)
     else:
         await agent.update_chat_ctx(chat_ctx)
+
+
+def function_call(
+    *, call_id: str, name: str, arguments: str, extra: dict[str, Any]
+) -> llm.FunctionCall:
+    """A synthesized function call carrying the original call's provider ``extra``
+    (e.g. Google thought signatures; the field exists from livekit-agents 1.5)."""
+    if extra:
+        return llm.FunctionCall(call_id=call_id, name=name, arguments=arguments, extra=dict(extra))
+    return llm.FunctionCall(call_id=call_id, name=name, arguments=arguments)

@@ -7,16 +7,19 @@ ask one of these functions, and act on the answer in the same loop iteration.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 __all__ = [
+    "MAX_CALL_ID_LENGTH",
     "CallEvent",
     "CallPhase",
     "Floor",
     "OriginState",
     "ReplyOutcome",
     "Route",
+    "derived_call_id",
     "may_cut_in",
     "quiet",
     "reply_outcome",
@@ -24,6 +27,27 @@ __all__ = [
     "route",
     "step",
 ]
+
+# -- item ids ---------------------------------------------------------------------------
+
+MAX_CALL_ID_LENGTH = 40
+"""OpenAI rejects ``tool_calls[].id`` longer than 40 characters."""
+
+_HASH_LENGTH = 8
+
+
+def derived_call_id(call_id: str, suffix: str) -> str:
+    """The call id of a call's deferred item: ``<call_id>_<suffix>`` (``_final``,
+    ``_update_<n>``) when that fits in `MAX_CALL_ID_LENGTH`, else the call id cut short
+    plus a stable 8-character hash of it, so ids stay unique in a session and valid
+    for every provider."""
+    plain = f"{call_id}_{suffix}"
+    if len(plain) <= MAX_CALL_ID_LENGTH:
+        return plain
+    digest = hashlib.sha1(call_id.encode(), usedforsecurity=False).hexdigest()[:_HASH_LENGTH]
+    keep = max(MAX_CALL_ID_LENGTH - len(suffix) - _HASH_LENGTH - 2, 0)
+    return f"{call_id[:keep]}_{digest}_{suffix}"[-MAX_CALL_ID_LENGTH:]
+
 
 # -- a call's lifecycle -----------------------------------------------------------------
 

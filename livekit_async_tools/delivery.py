@@ -157,7 +157,7 @@ class DeliveryQueue:
         Returns the item (await `recorded` for the write), or ``None`` once the session
         is closed (a spoken item is then reported dropped).
         """
-        item_id = f"{call.call_id}_{suffix}"
+        item_id = _policy.derived_call_id(call.call_id, suffix)
         pending = PendingItem(
             call_id=call.call_id,
             kind=kind,
@@ -167,8 +167,11 @@ class DeliveryQueue:
             item_id=item_id,
             tool_name=call.tool_name,
             chat_items=[
-                llm.FunctionCall(
-                    call_id=item_id, name=call.tool_name, arguments=call.raw_arguments
+                _compat.function_call(
+                    call_id=item_id,
+                    name=call.tool_name,
+                    arguments=call.raw_arguments,
+                    extra=call.extra,
                 ),
                 llm.FunctionCallOutput(
                     call_id=item_id, name=call.tool_name, output=output, is_error=is_error

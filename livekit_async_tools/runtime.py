@@ -405,6 +405,7 @@ class AsyncToolRuntime:
             arguments=arguments,
             raw_arguments=run_ctx.function_call.arguments,
             origin=origin,
+            extra=getattr(run_ctx.function_call, "extra", None),
         )
         ctx = AsyncRunContext(run_ctx, call)
         self._calls[call_id] = call

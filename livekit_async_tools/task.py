@@ -93,12 +93,14 @@ class AsyncCall:
         arguments: dict[str, object],
         raw_arguments: str,
         origin: Agent,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.runtime = runtime
         self.spec = spec
         self.call_id = call_id
         self.arguments = arguments
         self.raw_arguments = raw_arguments
+        self.extra: dict[str, Any] = dict(extra or {})
         self.origin = origin
         self.loop = asyncio.get_running_loop()
         self.started_at = self.loop.time()
