@@ -1,0 +1,673 @@
+"""Run one fuzz `Plan` in a real text-mode `AgentSession` on a virtual clock.
+
+``run_plan(plan)`` builds agents whose async tools carry the plan's options, a
+`ScriptedLLM` whose decisions follow the plan (user turns name the scripted
+response to give), drives the plan's timed app steps, then settles, closes and
+hands the `Oracle`'s violations back in an `Outcome`. Everything runs in a fresh
+`looptime` event loop (virtual time: a 12 s tool costs no wall time), so a plan
+replays identically.
+
+Reproduce a reported plan::
+
+    from tests.fuzz.harness import run_plan
+    from tests.fuzz.plan import *
+    print(run_plan(Plan(...)).report())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import logging
+import random
+import time
+import warnings
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import looptime
+from livekit.agents import Agent, AgentSession, AgentTask, llm
+from livekit.agents.voice.io import TextOutput
+
+from livekit_async_tools import AsyncRunContext, AsyncToolOptions, attach, function_tool
+from livekit_async_tools.testing import LLMRequest, ScriptedLLM, ToolCall
+
+from .oracle import Oracle, Violation, is_closed
+from .plan import Plan, ToolDef
+
+__all__ = ["Outcome", "run_plan"]
+
+SETTLE_TIMEOUT = 120.0
+"""Virtual seconds ``runtime.settle`` gets once the plan's steps are done."""
+RUN_TIMEOUT = 1200.0
+"""Virtual seconds a whole run may take (a hang past this is reported)."""
+DELIVERY_MARKERS = ("Background results", "cut off while telling", "FU#")
+
+
+def secrets_of(plan: Plan) -> tuple[str, str]:
+    """The sensitive argument values a plan's calls pass (``api_key``, ``card_number``)."""
+    return f"sk-SECRET-{plan.seed}x", f"4111-SECRET-{plan.seed}x"
+
+
+# -- agents ------------------------------------------------------------------------------
+
+
+class FuzzAgent(Agent):
+    """An agent of the plan: async tools ``t<i>`` plus ordinary tools."""
+
+    def __init__(self, harness: Harness, index: int) -> None:
+        super().__init__(instructions=f"You are agent A{index}.")
+        self.harness = harness
+        self.index = index
+
+    @function_tool
+    async def wait_a_bit(self, seconds: float) -> str:
+        """Wait a while (an ordinary, blocking tool)."""
+        await asyncio.sleep(seconds)
+        return f"waited {seconds} seconds"
+
+    @function_tool
+    async def transfer(self, to: int) -> object:
+        """Transfer the caller to another agent."""
+        return self.harness.transfer_target(self, to)
+
+    @function_tool
+    async def collect_info(self) -> str:
+        """Collect details in a sub-task."""
+        result = await self.harness.new_task()
+        return f"collected {result}"
+
+
+class FuzzTask(AgentTask[str]):
+    """An `AgentTask` started by ``collect_info``; it has the same async tools."""
+
+    def __init__(self, harness: Harness, index: int) -> None:
+        super().__init__(instructions=f"You are task T{index}.")
+        self.harness = harness
+        self.index = index
+
+    async def on_enter(self) -> None:
+        self.harness.reply(instructions="TASK_ENTER")
+
+    @function_tool
+    async def wait_a_bit(self, seconds: float) -> str:
+        """Wait a while (an ordinary, blocking tool)."""
+        await asyncio.sleep(seconds)
+        return f"waited {seconds} seconds"
+
+    @function_tool
+    async def finish_task(self) -> str:
+        """Finish this task."""
+        if not self.done():
+            self.complete(f"T{self.index}")
+        return "finished"
+
+
+@functools.lru_cache(maxsize=4096)
+def _async_tool(index: int, td: ToolDef) -> Any:
+    async def tool(
+        self, ctx: AsyncRunContext, job: int, api_key: str = "", card_number: str = ""
+    ) -> str | None:
+        return await self.harness.run_job(ctx, index, job)
+
+    tool.__name__ = tool.__qualname__ = f"t{index}"
+    tool.__doc__ = f"Background tool number {index}."
+    return function_tool(
+        tool,
+        name=f"t{index}",
+        ack_after=td.ack_after,
+        cancellable=td.cancellable,
+        on_duplicate=td.on_duplicate,  # type: ignore[arg-type]
+        duplicate_scope=td.duplicate_scope,  # type: ignore[arg-type]
+        timeout=td.timeout,
+        on_handoff=td.on_handoff,  # type: ignore[arg-type]
+        result_delivery=td.result_delivery,  # type: ignore[arg-type]
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def agent_classes(tools: tuple[ToolDef, ...]) -> tuple[type[FuzzAgent], type[FuzzTask]]:
+    """Agent and task classes carrying async tools with these options (cached)."""
+    attrs = {f"t{i}": _async_tool(i, td) for i, td in enumerate(tools)}
+    return type("PlanAgent", (FuzzAgent,), attrs), type("PlanTask", (FuzzTask,), attrs)
+
+
+class _SlowText(TextOutput):
+    """A transcript sink that takes ``word_time`` virtual seconds per word, so the
+    agent is ``speaking`` for a while and can be cut."""
+
+    def __init__(self, word_time: float) -> None:
+        super().__init__(label="fuzz-speaker", next_in_chain=None)
+        self._word_time = word_time
+
+    async def capture_text(self, text: str) -> None:
+        words = len(text.split())
+        if words:
+            await asyncio.sleep(words * self._word_time)
+
+    def flush(self) -> None:
+        pass
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one run found."""
+
+    plan: Plan
+    violations: list[Violation] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    virtual_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def invariants(self) -> list[str]:
+        return sorted({v.invariant for v in self.violations})
+
+    def report(self, tail: int = 60) -> str:
+        lines = [f"{len(self.violations)} violation(s):"]
+        lines += [f"  {v}" for v in self.violations]
+        lines.append(f"plan = {self.plan!r}")
+        log = self.log if len(self.log) <= tail else ["  ...", *self.log[-tail:]]
+        lines.append("events (virtual seconds):")
+        lines += [f"  {line}" for line in log]
+        return "\n".join(lines)
+
+
+class _Records(logging.Handler):
+    def __init__(self, sink: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(record)
+
+
+class Harness:
+    """One run of one plan."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.rnd = random.Random(plan.seed)
+        self.api_key, self.card = secrets_of(plan)
+        self.agents: list[Agent] = []
+        self.emitted: dict[tuple[int, int], str] = {}
+        self.call_jobs: dict[str, int] = {}
+        self.ids = 0
+        self.background: set[asyncio.Task[Any]] = set()
+        self.run_task: asyncio.Task[Any] | None = None
+        self.expect_user_turn = False
+        self.oracle: Oracle
+        self.session: AgentSession[Any]
+        self.agent_cls, self.task_cls = agent_classes(plan.tools)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def note(self, text: str) -> None:
+        if hasattr(self, "oracle"):
+            self.oracle.note(text)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"fuzz:{name}")
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def current(self) -> Agent | None:
+        return self.oracle.current()
+
+    def reply(self, **kwargs: Any) -> Any:
+        try:
+            return self.session.generate_reply(**kwargs)
+        except RuntimeError as e:
+            self.note(f"generate_reply refused: {e}")
+            return None
+
+    def tool_index(self, tool_name: str) -> int | None:
+        if tool_name.startswith("t") and tool_name[1:].isdigit():
+            return int(tool_name[1:])
+        return None
+
+    def policy_of(self, tool_name: str) -> str:
+        i = self.tool_index(tool_name)
+        return self.plan.policy(i) if i is not None else self.plan.on_handoff
+
+    def result_delivery(self, tool_name: str) -> str:
+        i = self.tool_index(tool_name)
+        return self.plan.tools[i].result_delivery if i is not None else "when_idle"
+
+    def none_result(self, call_id: str) -> bool:
+        job = self.call_jobs.get(call_id)
+        return job is not None and self.plan.jobs[job].end == "none"
+
+    # -- what the tools do ----------------------------------------------------------------
+
+    def transfer_target(self, agent: Agent, to: int) -> object:
+        target = self.agents[to % len(self.agents)]
+        if target is agent:
+            return "you are already talking to that agent"
+        self.note(f"transfer {self.oracle.name(agent)} -> {self.oracle.name(target)}")
+        return target
+
+    def new_task(self) -> FuzzTask:
+        task = self.task_cls(self, len(self.agents))
+        self.oracle.agent_names[id(task)] = f"T{len(self.agents)}"
+        self.agents.append(task)
+        self.note(f"AgentTask {self.oracle.name(task)} starts")
+        return task
+
+    async def run_job(self, ctx: AsyncRunContext[Any], tool: int, job_index: int) -> str | None:
+        job_index %= len(self.plan.jobs)
+        job = self.plan.jobs[job_index]
+        cid = ctx.call_id
+        self.call_jobs[cid] = job_index
+        for kind, seconds in job.hooks:
+            ctx.on_cancel(self._hook(cid, kind, seconds))
+            self.oracle.hook_registered(cid)
+        for n, op in enumerate(job.ops):
+            if op[0] == "sleep":
+                await asyncio.sleep(op[1])
+            elif op[0] == "update":
+                await ctx.update(f"progress {n} of {cid}", delivery=op[1])
+            elif op[0] == "follow_up":
+                fid = ctx.follow_up(f"FU# ask about {cid}", mode=op[1])
+                self.oracle.add_follow_up(fid, ctx.origin, self.plan.policy(tool))
+            elif op[0] == "steer":
+                ctx.steer(f"note about {cid}")
+        if job.end == "none":
+            return None
+        if job.end == "tool_error":
+            raise llm.ToolError(f"{cid} could not do it")
+        if job.end == "error":
+            raise RuntimeError(f"{cid} broke")
+        return f"result of {cid}"
+
+    def _hook(self, cid: str, kind: str, seconds: float) -> Any:
+        if kind == "sync":
+
+            def hook() -> None:
+                self.oracle.hook_started(cid)
+                self.oracle.hook_done(cid)
+
+            return hook
+
+        async def ahook() -> None:
+            self.oracle.hook_started(cid)
+            await asyncio.sleep(seconds)
+            self.oracle.hook_done(cid)
+
+        return ahook
+
+    # -- the scripted LLM -------------------------------------------------------------------
+
+    def decide(self, req: LLMRequest) -> Any:
+        tail: list[str] = []
+        last: llm.ChatItem | None = None
+        for it in reversed(req.chat_ctx.items):
+            if isinstance(it, llm.ChatMessage) and it.role in ("system", "developer"):
+                tail.append(it.text_content or "")
+                continue
+            last = it
+            break
+        text = "\n".join(tail)
+        if any(m in text for m in DELIVERY_MARKERS):
+            if self.rnd.random() < self.plan.empty_rate:
+                return ""
+            return "Result: " + " ".join(["news"] * self.rnd.randint(2, 9))
+        if isinstance(last, llm.FunctionCallOutput):
+            return "Noted, " + " ".join(["okay"] * self.rnd.randint(1, 5))
+        if "TASK_ENTER" in text:
+            return "Task here, what else?"
+        if isinstance(last, llm.ChatMessage) and last.role == "user":
+            said = (last.text_content or "").strip()
+            if said.startswith("u") and said[1:].isdigit():
+                return self.respond(int(said[1:]))
+        return ""
+
+    def new_id(self, action: int, part: int) -> str:
+        self.ids += 1
+        cid = f"c{self.ids}"
+        self.emitted[(action, part)] = cid
+        return cid
+
+    def respond(self, k: int) -> list[str | ToolCall]:
+        plan = self.plan
+        k %= len(plan.actions)
+        out: list[str | ToolCall] = []
+        text: list[str] = []
+        switched = False
+        for p, part in enumerate(plan.actions[k]):
+            kind = part[0]
+            if kind == "text":
+                text.append(f"Sure, working on {k}.")
+            elif kind == "tool":
+                _, ti, job, secret, confirm = part
+                ti %= len(plan.tools)
+                args: dict[str, object] = {"job": job % len(plan.jobs)}
+                if secret:
+                    args["api_key"] = self.api_key
+                    args["card_number"] = self.card
+                    self.oracle.secrets.update((self.api_key, self.card))
+                if confirm and plan.tools[ti].on_duplicate == "confirm":
+                    args["confirm_duplicate"] = True
+                out.append(ToolCall(f"t{ti}", args, call_id=self.new_id(k, p)))
+            elif kind == "block":
+                out.append(ToolCall("wait_a_bit", {"seconds": part[1]}, call_id=self.new_id(k, p)))
+            elif kind == "cancel":
+                target = self.emitted.get((part[1] % len(plan.actions), part[2]), "c0")
+                out.append(
+                    ToolCall("cancel_task", {"call_id": target}, call_id=self.new_id(k, p))
+                )
+            elif kind == "list":
+                out.append(ToolCall("get_running_tasks", {}, call_id=self.new_id(k, p)))
+            elif kind in ("transfer", "task") and not switched:
+                switched = True
+                if kind == "transfer":
+                    out.append(ToolCall("transfer", {"to": part[1]}, call_id=self.new_id(k, p)))
+                else:
+                    out.append(ToolCall("collect_info", {}, call_id=self.new_id(k, p)))
+            elif kind == "finish":
+                out.append(ToolCall("finish_task", {}, call_id=self.new_id(k, p)))
+        return [*text, *out]
+
+    # -- the app's steps ------------------------------------------------------------------------
+
+    def user_turn(self, text: str, *, run: bool) -> None:
+        self.expect_user_turn = True
+        try:
+            if run and (self.run_task is None or self.run_task.done()):
+                result = self.session.run(user_input=text)
+                self.run_task = asyncio.get_running_loop().create_task(
+                    self._await_run(result), name="fuzz:run"
+                )
+                self.background.add(self.run_task)
+                self.run_task.add_done_callback(self.background.discard)
+            else:
+                self.reply(user_input=text)
+        except RuntimeError as e:
+            self.note(f"user turn refused: {e}")
+        finally:
+            self.expect_user_turn = False
+
+    async def _await_run(self, result: Any) -> None:
+        try:
+            await result
+        except Exception as e:
+            self.note(f"session.run ended with {type(e).__name__}: {e}")
+
+    async def _await_quietly(self, fut: Any, what: str) -> None:
+        try:
+            await fut
+        except Exception as e:
+            self.note(f"{what}: {type(e).__name__}: {e}")
+
+    async def _cancel(self, call_id: str) -> None:
+        try:
+            ok = await self.runtime.cancel(call_id)
+            self.note(f"app cancel {call_id} -> {ok}")
+        except llm.ToolError as e:
+            self.note(f"app cancel {call_id} refused: {e}")
+
+    async def step(self, step: tuple[Any, ...]) -> None:
+        plan = self.plan
+        _at, kind, *args = step
+        self.note(f"STEP {kind} {args}")
+        session = self.session
+        if kind in ("user", "run", "barge"):
+            if kind == "barge":
+                try:
+                    self.spawn(self._await_quietly(session.interrupt(), "interrupt"), "barge")
+                except RuntimeError as e:
+                    self.note(f"interrupt refused: {e}")
+            self.user_turn(f"u{args[0] % len(plan.actions)}", run=kind == "run")
+        elif kind == "cancel":
+            cid = self.emitted.get((args[0] % len(plan.actions), args[1]))
+            if cid is not None:
+                self.spawn(self._cancel(cid), "cancel")
+        elif kind == "steer":
+            try:
+                self.runtime.steer(f"app note {_at}")
+            except RuntimeError as e:
+                self.note(f"steer refused: {e}")
+        elif kind == "follow_up":
+            origin = self.current()
+            try:
+                fid = self.runtime.follow_up(f"FU# app follow-up at {_at}", mode=args[0])
+            except RuntimeError as e:
+                self.note(f"follow_up refused: {e}")
+            else:
+                self.oracle.add_follow_up(fid, origin, plan.on_handoff)
+        elif kind == "update_agent":
+            target = self.agents[args[0] % plan.n_agents]
+            current = self.current()
+            if isinstance(current, FuzzTask) or target is current:
+                self.note("update_agent skipped (a task is current, or the target is)")
+                return
+            self.note(f"update_agent -> {self.oracle.name(target)}")
+            session.update_agent(target)
+        elif kind == "complete_task":
+            self.complete_task()
+        elif kind == "close":
+            await session.aclose()
+
+    def complete_task(self) -> bool:
+        current = self.current()
+        if isinstance(current, FuzzTask) and not current.done():
+            self.note(f"app completes {self.oracle.name(current)}")
+            current.complete("app")
+            return True
+        return False
+
+    # -- settling ---------------------------------------------------------------------------
+
+    def _held_origin(self) -> Agent | None | bool:
+        """The one closed origin whose ``hold`` items wait for it (False if none; None
+        if settling cannot be expected: several, or a finished `AgentTask`)."""
+        origins: list[Agent] = []
+        for rec in self.oracle.calls.values():
+            if rec.policy != "hold" or rec.origin is None or not is_closed(rec.origin):
+                continue
+            open_items = rec.items and (not rec.replies or rec.replies[-1][1] != "delivered")
+            if (rec.ended is None and not rec.follow_up) or open_items:
+                if rec.origin not in origins:
+                    origins.append(rec.origin)
+        if not origins:
+            return False
+        if len(origins) > 1 or isinstance(origins[0], FuzzTask):
+            return None
+        return origins[0]
+
+    async def settle(self) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_TIMEOUT
+        while True:
+            for _ in range(4):
+                if not self.complete_task():
+                    break
+                await asyncio.sleep(0.5)
+            # let every speech in flight (user turns, tool dispatches) finish first
+            live = [h.handle for h in self.oracle.handles.values() if not h.handle.done()]
+            if live:
+                waits = [asyncio.ensure_future(h.wait_for_playout()) for h in live]
+                _done, pending = await asyncio.wait(waits, timeout=5.0)
+                for fut in pending:
+                    fut.cancel()
+                if pending and loop.time() < deadline:
+                    continue
+            held = self._held_origin()
+            if held is None:
+                self.note("settle not checked: items held for agents that cannot come back")
+                return False
+            if isinstance(held, Agent) and held is not self.current():
+                if isinstance(self.current(), FuzzTask):
+                    await asyncio.sleep(1.0)
+                    continue
+                self.note(f"hand back to {self.oracle.name(held)} for its held items")
+                self.session.update_agent(held)
+            remaining = deadline - loop.time()
+            try:
+                await self.runtime.settle(timeout=max(min(remaining, 15.0), 0.1))
+                return True
+            except TimeoutError as e:
+                if loop.time() >= deadline:
+                    self.oracle.fail("2", f"settle hung: {e}")
+                    return False
+
+    # -- main ---------------------------------------------------------------------------------
+
+    async def main(self) -> None:
+        plan = self.plan
+        loop = asyncio.get_running_loop()
+        self.session = session = AgentSession(
+            llm=ScriptedLLM(self.decide, delay=plan.llm_delay)
+        )
+        if plan.word_time > 0:
+            session.output.transcription = _SlowText(plan.word_time)
+        self.runtime = runtime = attach(
+            session,
+            AsyncToolOptions(
+                settle_delay=plan.settle_delay,
+                max_redeliveries=plan.max_redeliveries,
+                on_handoff=plan.on_handoff,  # type: ignore[arg-type]
+                control_tools=plan.control_tools,  # type: ignore[arg-type]
+            ),
+        )
+        self.agents = [self.agent_cls(self, i) for i in range(plan.n_agents)]
+        self.oracle = oracle = Oracle(
+            session,
+            runtime,
+            policy_of=self.policy_of,
+            result_delivery=self.result_delivery,
+            none_result=self.none_result,
+            agents=lambda: list(self.agents),
+            is_task=lambda a: isinstance(a, FuzzTask),
+        )
+        for i, agent in enumerate(self.agents):
+            oracle.agent_names[id(agent)] = f"A{i}"
+        session.on("speech_created", self._on_speech_created)
+        await session.start(self.agents[0])
+        t0 = loop.time()
+        for step in plan.steps:
+            delay = t0 + step[0] - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if oracle.closed:
+                break
+            await self.step(step)
+        if not oracle.closed:
+            if await self.settle():
+                oracle.note("settled")
+                oracle.check_items("2", settled=True)
+                oracle.check_calls(final=True)
+            oracle.check_contexts()
+            await session.aclose()
+        oracle.closed = True
+        await runtime.aclose()
+        await asyncio.sleep(0)
+        leaked = [
+            t.get_name()
+            for t in asyncio.all_tasks()
+            if not t.done() and t.get_name().startswith("async-tool")
+        ]
+        if leaked:
+            oracle.fail("5", f"tasks alive after runtime.aclose(): {sorted(leaked)}")
+        for task in list(self.background):
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        oracle.check_items("5", settled=False)
+        oracle.check_calls(final=True)
+        oracle.check_contexts()
+
+    def _on_speech_created(self, ev: Any) -> None:
+        if self.expect_user_turn:
+            self.oracle.track_user_turn(ev.speech_handle)
+
+
+_KEEP_LOGGERS = ("livekit_async_tools", "livekit.agents", "livekit")
+
+
+def run_plan(plan: Plan) -> Outcome:
+    """Run ``plan`` in a fresh virtual-time event loop and check every invariant."""
+    wall = time.perf_counter()
+    harness = Harness(plan)
+    outcome = Outcome(plan)
+    records: list[logging.LogRecord] = []
+    loop_errors: list[str] = []
+    pkg = logging.getLogger("livekit_async_tools")
+    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in map(logging.getLogger, _KEEP_LOGGERS)]
+    capture = _Records(records)
+    pkg.setLevel(logging.DEBUG)
+    pkg.addHandler(capture)
+    pkg.propagate = False
+    for name in ("livekit.agents", "livekit"):
+        lg = logging.getLogger(name)
+        lg.setLevel(logging.CRITICAL)
+        lg.propagate = False
+    loop = looptime.new_event_loop(noop_cycles=1)
+    # objects older than this run need no scanning: the collection at the end (which
+    # surfaces "never retrieved" / "never awaited") then only walks this run's garbage
+    gc.freeze()
+
+    def on_loop_error(_loop: Any, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        loop_errors.append(f"{context.get('message')}: {exc!r}" if exc else str(context))
+
+    loop.set_exception_handler(on_loop_error)
+    try:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            try:
+                loop.run_until_complete(asyncio.wait_for(harness.main(), RUN_TIMEOUT))
+            except TimeoutError:
+                if hasattr(harness, "oracle"):
+                    harness.oracle.fail("2", f"the run hung for {RUN_TIMEOUT} virtual seconds")
+                else:
+                    outcome.violations.append(Violation("2", "the run hung before it started"))
+            except Exception as e:
+                msg = f"the harness crashed: {type(e).__name__}: {e}"
+                if hasattr(harness, "oracle"):
+                    harness.oracle.fail("harness", msg)
+                else:
+                    outcome.violations.append(Violation("harness", msg))
+            finally:
+                outcome.virtual_seconds = loop.time()
+                _drain(loop)
+                loop.close()
+                gc.collect()
+                gc.unfreeze()
+        never_awaited = [
+            str(w.message)
+            for w in warned
+            if issubclass(w.category, RuntimeWarning) and "never awaited" in str(w.message)
+        ]
+    finally:
+        pkg.removeHandler(capture)
+        for lg, level, propagate, _handlers in saved:
+            lg.setLevel(level)
+            lg.propagate = propagate
+    if hasattr(harness, "oracle"):
+        oracle = harness.oracle
+        oracle.check_records(records)
+        for text in loop_errors:
+            oracle.fail("7", f"event loop error: {text}")
+        for text in never_awaited:
+            oracle.fail("7", text)
+        outcome.violations = [*outcome.violations, *oracle.violations]
+        outcome.log = oracle.log
+    outcome.wall_seconds = time.perf_counter() - wall
+    return outcome
+
+
+def _drain(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel whatever livekit left running and let it finish, then close generators."""
+    for _ in range(3):
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        if not pending:
+            break
+        for t in pending:
+            t.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())

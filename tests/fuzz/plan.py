@@ -1,0 +1,293 @@
+"""Fuzz plans: what one randomized session does, and how plans are drawn.
+
+A `Plan` is plain data with a ``repr`` that is valid Python, so a failing plan
+printed by the fuzzer can be pasted back into `tests.fuzz.harness.run_plan`.
+
+The same generator (`draw_plan`) serves hypothesis (`plans()`, with shrinking)
+and the CLI (`random_plan`, a seeded `random.Random`, much cheaper per plan).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+_T = TypeVar("_T")
+
+# -- plan data ---------------------------------------------------------------------------
+
+Op = tuple[Any, ...]
+"""One step of a job: ``("sleep", s)``, ``("update", delivery)``,
+``("follow_up", mode)``, ``("steer",)``."""
+
+Hook = tuple[str, float]
+"""An ``on_cancel`` hook: ``("sync" | "async", seconds the async one takes)``."""
+
+Part = tuple[Any, ...]
+"""One part of a scripted LLM response:
+
+- ``("text",)``: a short sentence
+- ``("tool", tool_index, job_index, secret, confirm)``: call an async tool
+- ``("block", seconds)``: call the ordinary (blocking) tool ``wait_a_bit``
+- ``("cancel", action_index, part_index)``: call ``cancel_task`` on the call id
+  that part of that action got most recently
+- ``("list",)``: call ``get_running_tasks``
+- ``("transfer", agent_index)``: hand off by returning that agent from a tool
+- ``("task",)``: call ``collect_info``, which awaits an `AgentTask`
+- ``("finish",)``: complete the current `AgentTask` from its own tool
+"""
+
+Step = tuple[Any, ...]
+"""One timed app step, ``(at, kind, *args)``:
+
+- ``(at, "user", action)``: ``session.generate_reply(user_input="u<action>")``
+- ``(at, "run", action)``: ``session.run(user_input=...)`` (falls back to
+  ``generate_reply`` while a run of ours is still going)
+- ``(at, "barge", action)``: ``session.interrupt()`` then a user turn
+- ``(at, "cancel", action, part)``: ``await runtime.cancel(call id)``
+- ``(at, "steer",)`` / ``(at, "follow_up", mode)``: ``runtime.steer`` / ``runtime.follow_up``
+- ``(at, "update_agent", agent_index)``: ``session.update_agent(agents[i])``
+- ``(at, "complete_task",)``: complete the current `AgentTask` from the app
+- ``(at, "close",)``: ``session.aclose()``; the run ends there
+"""
+
+
+@dataclass(frozen=True)
+class ToolDef:
+    """Options of one async tool (``t<index>``), as given to ``function_tool``."""
+
+    ack_after: float | None = 1.0
+    cancellable: bool = False
+    on_duplicate: str = "reject"
+    duplicate_scope: str = "name_and_args"
+    timeout: float | None = None
+    on_handoff: str | None = None
+    result_delivery: str = "when_idle"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What an async tool call does: ``ops`` in order, then ``end``.
+
+    ``end``: ``"return"`` (a text result), ``"none"`` (returns ``None``),
+    ``"tool_error"`` (raises ``ToolError``), ``"error"`` (raises ``RuntimeError``).
+    """
+
+    ops: tuple[Op, ...] = ()
+    end: str = "return"
+    hooks: tuple[Hook, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One randomized session."""
+
+    seed: int = 0
+    settle_delay: float = 0.05
+    max_redeliveries: int = 2
+    on_handoff: str = "forward"
+    control_tools: str = "dynamic"
+    llm_delay: float = 0.0
+    word_time: float = 0.0
+    empty_rate: float = 0.0
+    n_agents: int = 1
+    tools: tuple[ToolDef, ...] = (ToolDef(),)
+    jobs: tuple[Job, ...] = (Job(),)
+    actions: tuple[tuple[Part, ...], ...] = ((("text",),),)
+    steps: tuple[Step, ...] = ()
+
+    def policy(self, tool_index: int) -> str:
+        """The effective ``on_handoff`` policy of tool ``tool_index``."""
+        return self.tools[tool_index].on_handoff or self.on_handoff
+
+
+# -- drawing -----------------------------------------------------------------------------
+
+
+class Draw(Protocol):
+    """The few primitive draws the generator needs (hypothesis or `random`)."""
+
+    def int(self, lo: int, hi: int) -> int: ...
+
+    def choice(self, options: Sequence[_T]) -> _T: ...
+
+    def flag(self, p: float) -> bool: ...
+
+
+class RandomDraw:
+    """`Draw` on a seeded `random.Random`."""
+
+    def __init__(self, seed: int) -> None:
+        self._rnd = random.Random(seed)
+
+    def int(self, lo: int, hi: int) -> int:
+        return self._rnd.randint(lo, hi)
+
+    def choice(self, options: Sequence[_T]) -> _T:
+        return options[self._rnd.randrange(len(options))]
+
+    def flag(self, p: float) -> bool:
+        return self._rnd.random() < p
+
+
+class HypothesisDraw:
+    """`Draw` on hypothesis' ``draw``; every draw shrinks towards the first option,
+    the low end of a range, and ``False``."""
+
+    def __init__(self, draw: Callable[[Any], Any]) -> None:
+        from hypothesis import strategies as st
+
+        self._draw = draw
+        self._st = st
+
+    def int(self, lo: int, hi: int) -> int:
+        return int(self._draw(self._st.integers(lo, hi)))
+
+    def choice(self, options: Sequence[_T]) -> _T:
+        return options[self.int(0, len(options) - 1)]
+
+    def flag(self, p: float) -> bool:
+        return self.int(0, 999) >= round((1 - p) * 1000)
+
+
+DELIVERIES = ("when_idle", "interrupt", "silent")
+SLEEPS = (0.1, 0.5, 1.5, 4.0, 12.0)
+
+
+def _tool_def(d: Draw) -> ToolDef:
+    on_duplicate = d.choice(("reject", "allow", "replace", "confirm"))
+    return ToolDef(
+        ack_after=d.choice((1.0, None, 0.2, 3.0)),
+        cancellable=on_duplicate == "replace" or d.flag(0.6),
+        on_duplicate=on_duplicate,
+        duplicate_scope=d.choice(("name_and_args", "name")),
+        timeout=d.choice((None, 2.0, 9.0)),
+        on_handoff=d.choice((None, "forward", "hold", "cancel")),
+        result_delivery=d.choice(("when_idle", "interrupt", "silent")),
+    )
+
+
+def _job(d: Draw) -> Job:
+    ops: list[Op] = []
+    for _ in range(d.int(0, 5)):
+        kind = d.choice(("sleep", "update", "sleep", "update", "follow_up", "steer"))
+        if kind == "sleep":
+            ops.append(("sleep", d.choice(SLEEPS)))
+        elif kind == "update":
+            ops.append(("update", d.choice(DELIVERIES)))
+        elif kind == "follow_up":
+            ops.append(("follow_up", d.choice(("one_at_a_time", "all"))))
+        else:
+            ops.append(("steer",))
+    end = d.choice(("return", "none", "tool_error", "error", "return"))
+    hooks = tuple(
+        (d.choice(("sync", "async")), d.choice((0.0, 0.5, 3.0))) for _ in range(d.int(0, 2))
+    )
+    return Job(ops=tuple(ops), end=end, hooks=hooks)
+
+
+def _part(d: Draw, n_tools: int, n_jobs: int, n_agents: int, action: int) -> Part:
+    kind = d.choice(
+        ("tool", "tool", "text", "block", "cancel", "tool", "transfer", "task", "finish", "list")
+    )
+    if kind == "tool":
+        return ("tool", d.int(0, n_tools - 1), d.int(0, n_jobs - 1), d.flag(0.3), d.flag(0.3))
+    if kind == "block":
+        return ("block", d.choice((0.2, 1.0, 3.0)))
+    if kind == "cancel":
+        return ("cancel", d.int(0, max(action - 1, 0)), d.int(0, 2))
+    if kind == "transfer":
+        return ("transfer", d.int(0, n_agents - 1))
+    return (kind,)
+
+
+def _action(d: Draw, n_tools: int, n_jobs: int, n_agents: int, index: int) -> tuple[Part, ...]:
+    parts: list[Part] = []
+    for _ in range(d.int(1, 3)):
+        if parts and parts[-1][0] == "tool" and d.flag(0.3):
+            parts.append(parts[-1])  # the same call twice in one response
+        else:
+            parts.append(_part(d, n_tools, n_jobs, n_agents, index))
+    return tuple(parts)
+
+
+_STEP_KINDS = (
+    *("user",) * 6,
+    "run",
+    "barge",
+    "barge",
+    "cancel",
+    "steer",
+    "follow_up",
+    "update_agent",
+    "update_agent",
+    "complete_task",
+)
+
+
+def _step(d: Draw, n_actions: int, n_agents: int) -> Step:
+    at = d.int(0, 300) / 10
+    kind = d.choice(_STEP_KINDS)
+    if kind in ("user", "run", "barge"):
+        return (at, kind, d.int(0, n_actions - 1))
+    if kind == "cancel":
+        return (at, kind, d.int(0, n_actions - 1), d.int(0, 2))
+    if kind == "follow_up":
+        return (at, kind, d.choice(("one_at_a_time", "all")))
+    if kind == "update_agent":
+        return (at, kind, d.int(0, n_agents - 1))
+    return (at, kind)
+
+
+def draw_plan(d: Draw) -> Plan:
+    """Draw one plan."""
+    seed = d.int(0, 2**16)
+    settle_delay = d.choice((0.05, 0.0, 0.3, 1.0))
+    max_redeliveries = d.int(0, 2)
+    on_handoff = d.choice(("forward", "hold", "cancel"))
+    control_tools = d.choice(("dynamic", "always", "never"))
+    llm_delay = d.choice((0.0, 0.1, 0.5))
+    word_time = d.choice((0.0, 0.05, 0.3))
+    empty_rate = d.choice((0.0, 0.2, 0.6))
+    n_agents = d.int(1, 3)
+    tools = tuple(_tool_def(d) for _ in range(d.int(1, 4)))
+    jobs = tuple(_job(d) for _ in range(d.int(1, 4)))
+    n_actions = d.int(1, 8)
+    actions = tuple(_action(d, len(tools), len(jobs), n_agents, i) for i in range(n_actions))
+    steps = [_step(d, n_actions, n_agents) for _ in range(d.int(1, 10))]
+    if d.flag(0.25):
+        steps.append((d.int(0, 350) / 10, "close"))
+    steps.sort(key=lambda s: s[0])
+    return Plan(
+        seed=seed,
+        settle_delay=settle_delay,
+        max_redeliveries=max_redeliveries,
+        on_handoff=on_handoff,
+        control_tools=control_tools,
+        llm_delay=llm_delay,
+        word_time=word_time,
+        empty_rate=empty_rate,
+        n_agents=n_agents,
+        tools=tools,
+        jobs=jobs,
+        actions=actions,
+        steps=tuple(steps),
+    )
+
+
+def random_plan(seed: int) -> Plan:
+    """The plan drawn from ``random.Random(seed)``."""
+    return draw_plan(RandomDraw(seed))
+
+
+def plans() -> Any:
+    """A hypothesis strategy of plans."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def _plans(draw: Callable[[Any], Any]) -> Plan:
+        return draw_plan(HypothesisDraw(draw))
+
+    return _plans()
