@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from livekit.agents import Agent, AgentSession
+from livekit.agents import Agent, AgentSession, function_tool
 from livekit.agents.voice import SpeechHandle
 
-from livekit_async_tools.testing import AgentSegment, FakeVoice, ScriptedLLM
+from livekit_async_tools.testing import AgentSegment, FakeVoice, ScriptedLLM, ToolCall
 
 CPS = 20.0
 REPLY = "Rome is lovely in spring. I will book the morning flight."  # two sentences
@@ -61,8 +61,14 @@ class Call:
             await asyncio.sleep(0.01)
 
 
-async def open_call(replies: list[Any] | None = None, **voice_options: Any) -> Call:
-    voice = FakeVoice(chars_per_second=CPS, **voice_options)
+async def open_call(
+    replies: list[Any] | None = None,
+    *,
+    agent: Agent | None = None,
+    voice: FakeVoice | None = None,
+    **voice_options: Any,
+) -> Call:
+    voice = voice or FakeVoice(chars_per_second=CPS, **voice_options)
     llm = ScriptedLLM(replies or [])
     session: AgentSession[Any] = AgentSession(llm=llm, **voice.session_kwargs())
     voice.attach(session)
@@ -75,7 +81,7 @@ async def open_call(replies: list[Any] | None = None, **voice_options: Any) -> C
         "conversation_item_added",
         lambda ev: call.log.append((call.now(), "item", getattr(ev.item, "role", ""))),
     )
-    await session.start(Agent(instructions="test"))
+    await session.start(agent or Agent(instructions="test"))
     return call
 
 
@@ -184,6 +190,10 @@ async def test_barge_in_pauses_the_agent_and_the_callers_words_interrupt_it(
     assert first.played == approx(1.5)  # it played until the pause
     assert first.audible[0][1] is not None
     assert first.audible[0][1] - call.t0 == approx(started + 1.5)
+    [overlap] = voice.overlaps()  # the barge-in, until livekit paused the agent
+    assert not overlap.agent_started_it
+    assert (overlap.caller, overlap.agent) == (voice.caller_segments[0], first)
+    assert overlap.end - overlap.start == approx(0.5)
     heard = REPLY[: int(first.played * CPS)].rsplit(" ", 1)[0]
     assert first.heard_text == heard
     # livekit keeps what the caller heard, and then answers the caller
@@ -282,6 +292,7 @@ async def test_speech_queued_while_the_caller_speaks_is_held(closing: list[Call]
     assert not handle.interrupted
     [seg] = voice.agent_segments
     assert seg.start - call.t0 == approx(2.3 + 2.0)
+    assert voice.overlaps() == []
 
 
 @pytest.mark.looptime
@@ -300,6 +311,40 @@ async def test_without_pause_speech_queued_while_the_caller_speaks_is_dropped(
     await handle
     assert handle.interrupted
     assert voice.agent_segments == []
+
+
+class Billing(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="billing")
+
+
+class Front(Agent):
+    def __init__(self, voice: FakeVoice) -> None:
+        super().__init__(instructions="front")
+        self.voice = voice
+
+    @function_tool
+    async def transfer(self) -> Agent:
+        """Transfer the caller to billing."""
+        self.voice.caller_starts()  # the caller talks on through the handoff
+        return Billing()
+
+
+@pytest.mark.looptime
+async def test_handoff_while_the_caller_speaks(closing: list[Call]) -> None:
+    voice = FakeVoice(chars_per_second=CPS)
+    call = await open_call([ToolCall("transfer"), "Ten euros."], agent=Front(voice), voice=voice)
+    closing.append(call)
+
+    await voice.caller_says("transfer me", duration=1.0)
+    await call.until(lambda: isinstance(call.session.current_agent, Billing))
+    await asyncio.sleep(0.5)
+    # the new agent's VAD stream opened while the caller spoke: it knows
+    assert call.user() == "speaking"
+    voice.caller_stops("what do I owe")
+    await call.until(lambda: len(voice.agent_segments) == 1 and not voice.agent_playing)
+    assert [m.text_content for m in call.messages("user")] == ["transfer me", "what do I owe"]
+    assert [s.text for s in voice.agent_segments] == ["Ten euros."]
 
 
 @pytest.mark.looptime

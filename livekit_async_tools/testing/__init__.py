@@ -1,7 +1,7 @@
 """Offline testing helpers: a scripted LLM, a fake voice stack, `mock_tools` for async
 tools, `settle`."""
 
-from ._fake_voice import AgentSegment, CallerSegment, FakeVoice
+from ._fake_voice import AgentSegment, CallerSegment, FakeVoice, Overlap
 from ._llm import LLMRequest, Reply, ScriptedLLM, ToolCall
 from ._mocks import mock_tools
 from ._settle import settle
@@ -11,6 +11,7 @@ __all__ = [
     "CallerSegment",
     "FakeVoice",
     "LLMRequest",
+    "Overlap",
     "Reply",
     "ScriptedLLM",
     "ToolCall",

@@ -28,7 +28,7 @@ from livekit.agents import (
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.voice.io import AudioInput, AudioOutput, AudioOutputCapabilities
 
-__all__ = ["AgentSegment", "CallerSegment", "FakeVoice"]
+__all__ = ["AgentSegment", "CallerSegment", "FakeVoice", "Overlap"]
 
 _MAX_MARK = 32767
 """Markers are int16 sample values 1..32767 (they cycle)."""
@@ -81,6 +81,28 @@ class AgentSegment:
     played: float = 0.0
     heard_text: str = ""
     audible: list[tuple[float, float | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """A stretch in which agent audio played while the caller spoke (loop time).
+
+    Attributes:
+        start: When the overlap began.
+        end: When it ended.
+        caller: The caller's utterance.
+        agent: The agent's segment.
+        agent_started_it: The agent's audio began (or resumed) while the caller
+            was already speaking: the agent talked over the caller. Otherwise the
+            caller barged in on the agent, who kept talking until livekit paused
+            or interrupted it.
+    """
+
+    start: float
+    end: float
+    caller: CallerSegment
+    agent: AgentSegment
+    agent_started_it: bool
 
 
 def _now() -> float:
@@ -861,6 +883,22 @@ class FakeVoice:
     def agent_segments(self) -> list[AgentSegment]:
         """Every agent segment that started to play, in order (loop time)."""
         return self.speaker.segments
+
+    def overlaps(self) -> list[Overlap]:
+        """Every stretch in which agent audio played while the caller spoke, in
+        order (a barge-in overlaps until livekit pauses or cuts the agent)."""
+        now = _now()
+        out: list[Overlap] = []
+        for caller in self.caller_segments:
+            c_end = now if caller.end is None else caller.end
+            for seg in self.speaker.segments:
+                for a_start, a_end in seg.audible:
+                    start = max(caller.start, a_start)
+                    end = min(c_end, now if a_end is None else a_end)
+                    if end > start:
+                        out.append(Overlap(start, end, caller, seg, a_start > caller.start))
+        out.sort(key=lambda o: o.start)
+        return out
 
     @property
     def agent_playing(self) -> bool:
