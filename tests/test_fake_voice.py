@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
+from livekit import rtc
 from livekit.agents import Agent, AgentSession, function_tool
 from livekit.agents.voice import SpeechHandle
 
 from livekit_async_tools.testing import AgentSegment, FakeVoice, ScriptedLLM, ToolCall
+from livekit_async_tools.testing._fake_voice import FakeSpeaker, FakeTTS
 
 CPS = 20.0
 REPLY = "Rome is lovely in spring. I will book the morning flight."  # two sentences
@@ -401,3 +404,78 @@ async def test_real_time_exchange(closing: list[Call]) -> None:
     assert seg.end is not None
     assert seg.end - seg.start == approx(speech_seconds("Yes."), 0.05)
     assert call.user() == "listening"
+
+
+def frame(seconds: float, mark: int = 0, rate: int = 16000) -> rtc.AudioFrame:
+    samples = round(seconds * rate)
+    pcm = np.zeros(samples, dtype=np.int16)
+    pcm[0] = mark
+    return rtc.AudioFrame(pcm.tobytes(), rate, 1, samples)
+
+
+@pytest.mark.looptime
+async def test_speaker_plays_queued_segments_in_turn_and_waits_out_a_starved_buffer() -> None:
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    speaker = FakeSpeaker()
+    events: list[tuple[float, str, float]] = []
+    speaker.on("playback_started", lambda ev: events.append((loop.time() - t0, "started", 0.0)))
+    speaker.on(
+        "playback_finished",
+        lambda ev: events.append((loop.time() - t0, "finished", ev.playback_position)),
+    )
+    # a segment whose audio runs dry for 0.3 s, and one queued behind it
+    await speaker.capture_frame(frame(0.2))
+    await asyncio.sleep(0.5)
+    await speaker.capture_frame(frame(0.2))
+    speaker.flush()
+    await speaker.capture_frame(frame(0.3))
+    speaker.flush()
+    await speaker.wait_for_playout()
+    assert events == [
+        (approx(0.0), "started", 0.0),
+        (approx(0.7), "finished", approx(0.4)),  # 0.2 s, 0.3 s starved, 0.2 s
+        (approx(0.7), "started", 0.0),
+        (approx(1.0), "finished", approx(0.3)),
+    ]
+    first, second = speaker.segments
+    assert (first.start - t0, first.duration, first.played) == (approx(0), approx(0.4), 0.4)
+    assert (second.start - t0, second.end) == (approx(0.7), approx(t0 + 1.0))
+    assert not first.interrupted and not second.interrupted
+
+
+@pytest.mark.looptime
+async def test_speaker_clear_cuts_the_playing_and_the_queued_segments() -> None:
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    tts = FakeTTS(chars_per_second=10.0)
+    speaker = FakeSpeaker(tts=tts)
+    finished: list[tuple[float, bool, str | None]] = []
+    speaker.on(
+        "playback_finished",
+        lambda ev: finished.append(
+            (ev.playback_position, ev.interrupted, ev.synchronized_transcript)
+        ),
+    )
+    pcm = np.frombuffer(tts.audio("one two three four"), dtype=np.int16)
+    assert len(pcm) == 1.8 * 16000 and pcm[0] != 0 and not pcm[1:].any()
+    await speaker.capture_frame(rtc.AudioFrame(pcm.tobytes(), 16000, 1, len(pcm)))
+    speaker.flush()
+    await speaker.capture_frame(frame(1.0))
+    speaker.flush()
+    await asyncio.sleep(1.0)
+    speaker.pause()
+    await asyncio.sleep(5.0)  # a paused speaker does not advance
+    speaker.resume()
+    await asyncio.sleep(0.25)
+    speaker.clear_buffer()
+    await speaker.wait_for_playout()
+    # 1.25 s of 1.8 s: 12 of 18 characters, "one two thre" -> the whole words
+    assert finished == [(approx(1.25), True, "one two"), (0.0, True, None)]
+    [seg] = speaker.segments
+    assert seg.interrupted and seg.heard_text == "one two" and seg.text == "one two three four"
+    assert [(a - t0, b - t0 if b else b) for a, b in seg.audible] == [
+        (approx(0), approx(1.0)),
+        (approx(6.0), approx(6.25)),
+    ]
+    assert loop.time() - t0 == approx(6.25)

@@ -63,12 +63,14 @@ class AgentSegment:
             (``None`` while it plays or is paused).
         text: The text synthesized for the audio captured so far (the sentences
             the TTS spoke, joined by spaces).
-        interrupted: It was cut before its end.
+        interrupted: It was cut by ``clear_buffer()`` (livekit interrupted it).
         duration: Seconds of audio captured for it.
         played: Seconds of it that played (all of ``duration`` unless cut).
-        heard_text: The words played before the cut (the whole text if not cut);
-            reported to livekit as the synchronized transcript of an interrupted
-            segment, as a real room's transcript synchronizer does.
+        heard_text: The whole words played before the cut (the whole text if not
+            cut), in proportion to the audio played; reported to livekit as the
+            synchronized transcript of an interrupted segment, as a room's
+            transcript synchronizer does, so the chat history keeps what the caller
+            heard.
         audible: The ``(from, to)`` loop-time intervals in which it was actually
             playing (pauses split it; the last ``to`` is ``None`` while it plays).
     """
@@ -117,8 +119,10 @@ def _heard(text: str, fraction: float) -> str:
     if n >= len(text):
         return text
     cut = text[:n]
-    if not text[n].isspace():
-        cut = cut.rsplit(maxsplit=1)[0] if " " in cut.strip() else ""
+    if cut and not cut[-1].isspace() and not text[n].isspace():
+        # the word being spoken at the cut was not heard
+        words = cut.rsplit(None, 1)
+        cut = words[0] if len(words) == 2 else ""
     return cut.strip()
 
 
@@ -232,9 +236,9 @@ class FakeVAD(vad.VAD):
 
 class _FakeVADStream(vad.VADStream):
     def __init__(self, owner: FakeVAD) -> None:
-        super().__init__(owner)
         self._owner = owner
         self._input_done = asyncio.Event()
+        super().__init__(owner)
         owner._opened(self)
 
     async def _main_task(self) -> None:
@@ -339,9 +343,9 @@ class FakeSTT(stt.STT):  # type: ignore[type-arg]
 
 class _FakeSTTStream(stt.RecognizeStream):
     def __init__(self, owner: FakeSTT, *, conn_options: APIConnectOptions) -> None:
-        super().__init__(stt=owner, conn_options=conn_options)
         self._owner = owner
         self._input_done = asyncio.Event()
+        super().__init__(stt=owner, conn_options=conn_options)
 
     async def _run(self) -> None:
         # `_run` is livekit's extension point for STT plugins
@@ -438,8 +442,8 @@ class FakeTTS(tts.TTS):  # type: ignore[type-arg]
 
 class _FakeChunkedStream(tts.ChunkedStream):
     def __init__(self, *, tts: FakeTTS, input_text: str, conn_options: APIConnectOptions) -> None:
-        super().__init__(tts=tts, input_text=input_text, conn_options=conn_options)
         self._fake = tts
+        super().__init__(tts=tts, input_text=input_text, conn_options=conn_options)
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
         # `_run` is livekit's extension point for TTS plugins
@@ -513,6 +517,8 @@ class _Playback:
 
     def heard(self, position: float) -> str:
         words: list[str] = []
+        if not self.chunks:
+            return ""
         bounds = [off for off, _ in self.chunks[1:]] + [self.pushed]
         for (off, text), end in zip(self.chunks, bounds, strict=True):
             if position <= off:
@@ -676,19 +682,19 @@ class FakeSpeaker(AudioOutput):
         if pb.playing_since is not None:
             self._stop_clock(pb, now)
         played = pb.played_before if interrupted else pb.pushed
-        cut = interrupted and played < pb.pushed
-        heard = pb.heard(played) if cut else pb.text()
+        heard = pb.heard(played) if interrupted else pb.text()
         if pb.segment is not None:
             seg = pb.segment
             seg.end = now
             seg.played = played
-            seg.interrupted = cut
+            seg.interrupted = interrupted
             seg.text = pb.text()
             seg.heard_text = heard
         self.on_playback_finished(
             playback_position=played,
             interrupted=interrupted,
-            synchronized_transcript=heard if cut and self._tts is not None else None,
+            # unknown text (no markers: e.g. a custom tts_node) is reported as unknown
+            synchronized_transcript=heard if interrupted and pb.chunks else None,
         )
 
     def _cancel_timer(self) -> None:
@@ -711,12 +717,36 @@ class FakeVoice:
 
     It wires a command-driven VAD, STT and microphone, a TTS whose audio lasts
     ``len(text) / chars_per_second`` seconds, and a loudspeaker that plays it in
-    loop time, so livekit's own turn taking runs for real: user speaking state,
-    VAD interruption (after ``min_interruption_duration`` of caller speech),
-    false-interruption pause/resume, endpointing (the caller's turn is committed
-    ``min_endpointing_delay`` after they stop), agent speaking state. Nothing
-    reads the wall clock, so it runs the same in real time and under
-    ``looptime``'s virtual time.
+    loop time, so livekit's own turn taking runs for real. Everything the fake
+    times uses the event loop's clock (``loop.time()``, ``asyncio.sleep``,
+    ``call_at``), so a call runs the same in real time and under ``looptime``'s
+    virtual time (about 0.02 s of wall time per 10 s of idle call, 0.06 s per
+    10 s of steady conversation).
+
+    What livekit does with it (see ``tests/test_fake_voice.py``):
+
+    - `caller_starts`: ``user_state`` "speaking" at once; new agent speech is
+      held; agent speech is paused (``can_pause``, as in a room) or interrupted
+      after ``min_interruption_duration`` of caller speech.
+    - `caller_stops` with words: ``user_state`` "listening"; the user turn is
+      pending for ``min_endpointing_delay``, then committed and answered; a
+      paused agent is interrupted (any words do it, even shorter than
+      ``min_interruption_duration``: livekit's ``min_words`` is 0).
+    - `caller_stops` without words (a noise): a paused agent resumes after
+      ``false_interruption_timeout``; speech queued while the caller spoke
+      starts only then (without pause it is dropped).
+    - Agent speech: ``agent_state`` "speaking" while it plays, per sentence
+      ``len(sentence) / chars_per_second`` plus livekit's 10 ms end-of-segment
+      markers; ``session.interrupt()`` and barge-in cut it, and the chat history
+      keeps the words played (`AgentSegment.heard_text`).
+
+    Caveats: the VAD reports the end of speech the moment the caller stops (no
+    ``min_silence_duration``); the audio frames are silence and nothing listens
+    to them; livekit measures the endpointing delay with ``time.time()``, which
+    stands still under virtual time, so there a turn commits
+    ``min_endpointing_delay`` of loop time after the end of speech minus the
+    (milliseconds of) wall time livekit spent in between. One `FakeVoice` per
+    session.
 
     Args:
         chars_per_second: Speaking rate of the agent's TTS (and default rate of
@@ -733,6 +763,7 @@ class FakeVoice:
         tts_delay: Seconds the TTS takes per sentence before its audio.
         frame_seconds: Length (and pacing) of the silent microphone frames.
         vad_interval: Loop seconds between VAD inferences while the caller speaks.
+        sample_rate: Sample rate of the microphone and TTS audio.
 
     Example::
 
@@ -766,7 +797,9 @@ class FakeVoice:
         self.false_interruption_timeout = false_interruption_timeout
         self.vad = FakeVAD(interval=vad_interval, sample_rate=sample_rate)
         self.stt = FakeSTT()
-        self.tts = FakeTTS(chars_per_second=chars_per_second, delay=tts_delay)
+        self.tts = FakeTTS(
+            chars_per_second=chars_per_second, delay=tts_delay, sample_rate=sample_rate
+        )
         self.microphone = FakeMicrophone(frame_seconds=frame_seconds, sample_rate=sample_rate)
         self.speaker = FakeSpeaker(tts=self.tts, can_pause=can_pause)
         self.caller_segments: list[CallerSegment] = []
@@ -867,7 +900,8 @@ class FakeVoice:
         self.vad.end_speech()
 
     async def caller_says(self, text: str, duration: float | None = None) -> CallerSegment:
-        """Speak ``text`` for ``duration`` seconds (default: at the TTS rate)."""
+        """Speak ``text`` for ``duration`` seconds (default: at the TTS rate); if
+        cancelled meanwhile, the caller stops there, having said ``text``."""
         self.caller_starts()
         seg = self.caller_segments[-1]
         try:
