@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from livekit.agents import Agent, RunContext
 
+from ._ports import CallHandle, CancelCallback
+from ._spec import FollowUpMode
 from .options import Delivery
-
-if TYPE_CHECKING:
-    from .delivery import FollowUpMode
-    from .task import AsyncCall
 
 __all__ = ["AsyncRunContext", "CancelCallback"]
 
 Userdata_T = TypeVar("Userdata_T")
-
-CancelCallback = Callable[[], "Awaitable[None] | None"]
-"""A cleanup hook for `AsyncRunContext.on_cancel`: sync, or returning an awaitable."""
 
 
 class AsyncRunContext(RunContext[Userdata_T], Generic[Userdata_T]):
@@ -42,7 +36,7 @@ class AsyncRunContext(RunContext[Userdata_T], Generic[Userdata_T]):
             return f"found {len(flights)} flights"
     """
 
-    def __init__(self, run_ctx: RunContext[Userdata_T], call: AsyncCall) -> None:
+    def __init__(self, run_ctx: RunContext[Userdata_T], call: CallHandle) -> None:
         super().__init__(
             session=run_ctx.session,
             speech_handle=run_ctx.speech_handle,
@@ -92,8 +86,7 @@ class AsyncRunContext(RunContext[Userdata_T], Generic[Userdata_T]):
         Never spoken; if the origin was handed off for good, the ``on_handoff``
         policy decides which agent gets it (see `AsyncToolRuntime.steer`).
         """
-        call = self._async_call
-        call.runtime.steer_from(text, origin=call.origin, on_handoff=call.on_handoff)
+        self._async_call.steer(text)
 
     def follow_up(self, text: str, *, mode: FollowUpMode = "one_at_a_time") -> str:
         """Queue an instruction the origin agent speaks at its next quiet moment.
@@ -103,10 +96,7 @@ class AsyncRunContext(RunContext[Userdata_T], Generic[Userdata_T]):
         Returns:
             The follow-up's id (its ``call_ids`` in `ReplyUpdated` events).
         """
-        call = self._async_call
-        return call.runtime.queue_follow_up(
-            text, origin=call.origin, on_handoff=call.on_handoff, mode=mode
-        )
+        return self._async_call.follow_up(text, mode=mode)
 
     def on_cancel(self, callback: CancelCallback) -> None:
         """Register a cleanup hook run once if the call is cancelled or times out.

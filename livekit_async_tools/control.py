@@ -5,24 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from livekit.agents import Agent, RunContext, llm
+from livekit.agents import Agent, AgentSession, RunContext, llm
 from livekit.agents import function_tool as lk_function_tool
 
 from . import _compat
+from ._chat_store import ChatStore
+from ._ports import CONTROLS, Services, SessionControl
 from .options import AsyncToolOptions
-
-if TYPE_CHECKING:
-    from .runtime import AsyncToolRuntime
 
 __all__ = ["CONTROL_TOOL_NAMES", "ControlTools", "cancel_task", "get_running_tasks"]
 
 
-def _runtime(ctx: RunContext[Any]) -> AsyncToolRuntime | None:
-    from .runtime import runtime_of
-
-    return runtime_of(ctx.session)
+def _runtime(ctx: RunContext[Any]) -> SessionControl | None:
+    return CONTROLS.get(ctx.session)
 
 
 @lk_function_tool
@@ -32,7 +30,7 @@ async def get_running_tasks(ctx: RunContext[Any]) -> str:
     runtime = _runtime(ctx)
     if runtime is None or not runtime.tasks:
         opts = runtime.options if runtime is not None else AsyncToolOptions()
-        return opts.no_running_tasks_template
+        return opts.no_running_tasks_template.format()
     loop = asyncio.get_running_loop()
     rows = [
         {
@@ -58,13 +56,14 @@ async def cancel_task(call_id: str, ctx: RunContext[Any]) -> str:
     runtime = _runtime(ctx)
     if runtime is None:
         raise llm.ToolError(AsyncToolOptions().cancel_unknown_template.format(call_id=call_id))
-    call = runtime.find_call(call_id)
+    info = next((t for t in runtime.tasks if t.call_id == call_id), None)
     cancelled = await runtime.cancel(call_id)  # raises ToolError for unknown / refused
-    assert call is not None
-    fmt = {"tool_name": call.tool_name, "call_id": call_id}
+    assert info is not None
+    fmt = {"tool_name": info.tool_name, "call_id": call_id}
     if cancelled:
         return runtime.options.cancel_done_template.format(**fmt)
-    return runtime.options.cancel_too_late_template.format(**fmt, status=call.status)
+    status = runtime.status_of(call_id) or "ended"
+    return runtime.options.cancel_too_late_template.format(**fmt, status=status)
 
 
 CONTROL_TOOL_NAMES = ("get_running_tasks", "cancel_task")
@@ -75,24 +74,38 @@ class ControlTools:
     """Adds the control tools to the current agent while tasks are live (``dynamic``),
     always (``always``) or never (``never``), and removes them after the last task."""
 
-    def __init__(self, runtime: AsyncToolRuntime) -> None:
-        self._runtime = runtime
+    def __init__(
+        self,
+        services: Services,
+        session: AgentSession[Any],
+        store: ChatStore,
+        live: Callable[[], bool],
+    ) -> None:
+        self._services = services
+        self._session = session
+        self._store = store
+        self._live = live
+        self._closed = False
         self._agents: weakref.WeakSet[Agent] = weakref.WeakSet()
         self._lock = asyncio.Lock()
         self._scheduled = False
 
     def _wanted(self) -> bool:
-        mode = self._runtime.options.control_tools
-        return mode == "always" or (mode == "dynamic" and self._runtime.has_live_calls)
+        mode = self._services.options.control_tools
+        return mode == "always" or (mode == "dynamic" and self._live())
 
     def _current(self) -> Agent | None:
         try:
-            return self._runtime.session.current_agent
+            return self._session.current_agent
         except RuntimeError:
             return None
 
+    def close(self) -> None:
+        """Stop syncing (the session closed)."""
+        self._closed = True
+
     def _needs_sync(self) -> bool:
-        if self._runtime.options.control_tools == "never" or self._runtime.closed:
+        if self._services.options.control_tools == "never" or self._closed:
             return False
         if self._wanted():
             current = self._current()
@@ -104,12 +117,12 @@ class ControlTools:
         if self._scheduled or not self._needs_sync():
             return
         self._scheduled = True
-        self._runtime.spawn(self._sync(), name="async-tool:control-tools")
+        self._services.spawn(self._sync(), name="async-tool:control-tools")
 
     async def _sync(self) -> None:
         async with self._lock:
             self._scheduled = False
-            if self._runtime.closed:
+            if self._closed:
                 return
             if self._wanted():
                 current = self._current()
@@ -136,7 +149,7 @@ class ControlTools:
         # update_tools rewrites the context and drops calls to tools not in the list,
         # including the items this package inserted: put them back
         await agent.update_tools(tools)
-        await self._runtime.delivery.restore(agent)
+        await self._store.restore(agent)
 
 
 def _tool_id(tool: llm.Tool | llm.Toolset) -> str:

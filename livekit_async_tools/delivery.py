@@ -1,17 +1,20 @@
-"""Deferred items, the delivery queue per session and target, coalescing, re-delivery."""
+"""The delivery queue: pending items per session, spoken through the gate, re-delivered."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import weakref
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from livekit.agents import Agent, AgentSession, llm
 
 from . import _compat, _policy
+from ._chat_store import ChatStore
 from ._log import logger
+from ._ports import CallIdentity, PendingItem, Services
+from ._spec import FollowUpMode
+from ._texts import instructions
 from .events import ReplyStatus, ReplyUpdated
 from .gate import Gate
 from .options import Delivery
@@ -19,35 +22,7 @@ from .options import Delivery
 if TYPE_CHECKING:
     from livekit.agents.voice import SpeechHandle
 
-    from .runtime import AsyncToolRuntime
-    from .task import AsyncCall
-
-__all__ = ["DeliveryQueue", "FollowUpMode", "PendingItem"]
-
-ItemKind: TypeAlias = Literal["update", "final", "follow_up"]
-FollowUpMode: TypeAlias = Literal["one_at_a_time", "all"]
-
-
-@dataclass(eq=False)
-class PendingItem:
-    """Something waiting to be spoken: a call's update or result (a function_call +
-    function_call_output pair in the target's context), or a follow-up instruction."""
-
-    call_id: str
-    kind: ItemKind
-    origin: Agent
-    on_handoff: str
-    delivery: Delivery
-    item_id: str
-    tool_name: str = ""
-    chat_items: list[llm.ChatItem] = field(default_factory=list)
-    text: str = ""
-    mode: FollowUpMode = "one_at_a_time"
-    call: AsyncCall | None = None
-    inserted_into: list[Agent] = field(default_factory=list)
-    attempts: int = 0
-    write_failures: int = 0
-    recording: asyncio.Task[None] | None = None
+__all__ = ["DeliveryQueue", "select"]
 
 
 @dataclass(eq=False)
@@ -99,18 +74,21 @@ is followed by a fresh decision; a world that keeps changing ends the round."""
 
 
 class DeliveryQueue:
-    """Pending items of one session, grouped by target agent, spoken through the `Gate`.
+    """Pending items of one session, spoken through the `Gate`.
 
-    All items pending for the current agent are spoken in one ``generate_reply``
-    once the gate has been quiet for ``settle_delay`` (``"interrupt"`` items go as
-    soon as the caller is done, cutting the agent's own speech). The decision to
-    speak is taken with no ``await`` between it and ``generate_reply``.
+    All items the current agent may speak go into one ``generate_reply`` once the
+    gate has been quiet for ``settle_delay`` (``"interrupt"`` items go as soon as the
+    caller is done, cutting the agent's own speech). The decision to speak is taken
+    with no ``await`` between it and ``generate_reply``.
     """
 
-    def __init__(self, runtime: AsyncToolRuntime, session: AgentSession[Any]) -> None:
-        self._runtime = runtime
+    def __init__(
+        self, services: Services, session: AgentSession[Any], gate: Gate, store: ChatStore
+    ) -> None:
+        self._services = services
         self._session = session
-        self.gate = Gate(session, self.evaluate)
+        self.gate = gate
+        self._store = store
         self._pending: list[PendingItem] = []
         self._replies: dict[str, _Reply] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -119,12 +97,8 @@ class DeliveryQueue:
         self._delivering = False
         self._closed = False
         self._follow_up_ids = itertools.count(1)
-        # the newest spoken-or-final item of each call: older updates are superseded
+        # the newest spoken item of each call still in play: older updates are superseded
         self._latest: dict[str, PendingItem] = {}
-        self._inserted: weakref.WeakKeyDictionary[Agent, list[llm.ChatItem]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._locks: weakref.WeakKeyDictionary[Agent, asyncio.Lock] = weakref.WeakKeyDictionary()
 
     @property
     def idle(self) -> bool:
@@ -144,7 +118,7 @@ class DeliveryQueue:
 
     def add(
         self,
-        call: AsyncCall,
+        call: CallIdentity,
         *,
         kind: Literal["update", "final"],
         suffix: str,
@@ -152,13 +126,13 @@ class DeliveryQueue:
         is_error: bool,
         delivery: Delivery,
     ) -> PendingItem | None:
-        """Queue a call's item and start recording it in the target's context.
+        """Queue a call's item and start writing it into its record target's context.
 
         Returns the item (await `recorded` for the write), or ``None`` once the session
         is closed (a spoken item is then reported dropped).
         """
         item_id = _policy.derived_call_id(call.call_id, suffix)
-        pending = PendingItem(
+        item = PendingItem(
             call_id=call.call_id,
             kind=kind,
             origin=call.origin,
@@ -177,23 +151,23 @@ class DeliveryQueue:
                     call_id=item_id, name=call.tool_name, output=output, is_error=is_error
                 ),
             ],
-            call=call,
         )
         if self._closed:
             if delivery != "silent":
-                self._emit([pending], "dropped", reason="session_closed")
+                self._emit([item], "dropped", reason="session_closed")
             return None
         if delivery != "silent" or kind == "final":
-            previous = self._latest.get(call.call_id)
-            self._latest[call.call_id] = pending
+            previous = self._latest.pop(call.call_id, None)
+            if delivery != "silent":
+                self._latest[call.call_id] = item
             if previous is not None and previous in self._pending:
                 self._remove([previous])
                 self._emit([previous], "skipped", reason="superseded")
-        pending.recording = self._runtime.spawn(self._record(pending), name="async-tool:record")
+        item.recording = self._services.spawn(self._record(item), name="async-tool:record")
         if delivery != "silent":
-            self._pending.append(pending)
+            self._admit(item)
         self.evaluate()
-        return pending
+        return item
 
     @staticmethod
     async def recorded(item: PendingItem) -> None:
@@ -202,13 +176,9 @@ class DeliveryQueue:
             await asyncio.shield(item.recording)
 
     async def _record(self, item: PendingItem) -> None:
-        origin = self.gate.origin_state(item.origin)
-        if _policy.record_in_origin(origin, item.on_handoff):
-            target: Agent | None = item.origin
-        else:
-            target = self.gate.current()
+        target = self.gate.record_target(item.origin, item.on_handoff)
         if target is not None:
-            await self._insert(target, [item])
+            await self._store.insert(target, [item])
 
     def add_follow_up(
         self, text: str, *, origin: Agent, on_handoff: str, mode: FollowUpMode
@@ -217,7 +187,7 @@ class DeliveryQueue:
         if self._closed:
             raise RuntimeError("the session is closed; the follow-up was not queued")
         follow_up_id = f"follow_up_{next(self._follow_up_ids)}"
-        self._pending.append(
+        self._admit(
             PendingItem(
                 call_id=follow_up_id,
                 kind="follow_up",
@@ -232,67 +202,11 @@ class DeliveryQueue:
         self.evaluate()
         return follow_up_id
 
-    def record_target(self, origin: Agent, on_handoff: str) -> Agent | None:
-        """Where something for ``origin`` is recorded now: the origin (also when paused),
-        or, once it is closed and ``forward`` applies, the current agent."""
-        if _policy.record_in_origin(self.gate.origin_state(origin), on_handoff):
-            return origin
-        return self.gate.current()
-
-    # -- writing into contexts -------------------------------------------------------------
-
-    async def _insert(self, agent: Agent, items: list[PendingItem]) -> None:
-        new = [p for p in items if p.chat_items and agent not in p.inserted_into]
-        if not new:
-            return
-        async with self._lock(agent):
-            new = [p for p in new if agent not in p.inserted_into]
-            chat_items = [item for p in new for item in p.chat_items]
-            await self._write_unlocked(agent, chat_items)
-            self._inserted.setdefault(agent, []).extend(chat_items)
-            for p in new:
-                p.inserted_into.append(agent)
-
-    async def restore(self, agent: Agent) -> None:
-        """Re-insert this package's items that a context rewrite (update_tools) dropped."""
-        await self.write(agent, self._inserted.get(agent, []))
-
-    async def write(self, agent: Agent, items: list[llm.ChatItem]) -> None:
-        """Insert those of ``items`` that ``agent``'s context does not hold yet."""
-        async with self._lock(agent):
-            await self._write_unlocked(agent, items)
-
-    def _lock(self, agent: Agent) -> asyncio.Lock:
-        lock = self._locks.get(agent)
-        if lock is None:
-            lock = self._locks[agent] = asyncio.Lock()
-        return lock
-
-    @staticmethod
-    async def _write_unlocked(agent: Agent, items: list[llm.ChatItem]) -> None:
-        # Copy, filter and replace run with no await in between, so nothing livekit
-        # adds meanwhile is lost, and no item id or call id lands twice in a context
-        # (whatever copied it there before: a new agent built with `chat_ctx=`).
-        chat_ctx = agent.chat_ctx.copy()
-        ids = {item.id for item in chat_ctx.items}
-        calls = {
-            (item.type, item.call_id)
-            for item in chat_ctx.items
-            if isinstance(item, (llm.FunctionCall, llm.FunctionCallOutput))
-        }
-        missing = [
-            item
-            for item in items
-            if item.id not in ids
-            and not (
-                isinstance(item, (llm.FunctionCall, llm.FunctionCallOutput))
-                and (item.type, item.call_id) in calls
-            )
-        ]
-        if not missing:
-            return
-        chat_ctx.insert(missing)
-        await _compat.update_agent_chat_ctx(agent, chat_ctx)
+    def _admit(self, item: PendingItem) -> None:
+        if self._route(item) == "drop":
+            self._finish([item], "dropped", reason="origin_closed")
+        else:
+            self._pending.append(item)
 
     # -- the decision ----------------------------------------------------------------
 
@@ -303,23 +217,31 @@ class DeliveryQueue:
             current_ready=self.gate.current_ready(),
         )
 
-    def _sweep(self) -> None:
-        """Drop the items nobody may ever speak (origin handed off under ``cancel``)."""
-        dropped = [p for p in self._pending if self._route(p) == "drop"]
+    def on_lifecycle(self) -> None:
+        """An agent was handed off, closed or handed back to: drop what nobody may ever
+        speak (origin handed off under ``cancel``), then look again."""
+        if self._closed:
+            return
+        routes: dict[int, _policy.Route] = {}
+        dropped = [
+            p for p in self._pending if routes.setdefault(id(p.origin), self._route(p)) == "drop"
+        ]
         if dropped:
             self._remove(dropped)
-            self._emit(dropped, "dropped", reason="origin_closed")
+            self._finish(dropped, "dropped", reason="origin_closed")
+        self.evaluate()
 
     def _decide(self) -> _Batch | None:
         """What to speak right now, and to whom, from a fresh look at the session."""
-        if self._closed or not self._pending:
-            return None
-        if self._retry is not None:
-            return None  # a refused reply waits for its backoff
+        if self._closed or not self._pending or self._retry is not None:
+            return None  # (a refused reply waits for its backoff)
         current = self.gate.current()
         if current is None or not self.gate.current_ready():
             return None
-        batch = select([p for p in self._pending if self._route(p) != "wait"])
+        routes: dict[int, _policy.Route] = {}
+        batch = select(
+            [p for p in self._pending if routes.setdefault(id(p.origin), self._route(p)) != "wait"]
+        )
         if not batch:
             return None
         if any(p.delivery == "interrupt" for p in batch) and self.gate.may_cut_in(current):
@@ -332,9 +254,6 @@ class DeliveryQueue:
         """Re-check the gate; called on every session event and state change."""
         if self._closed:
             return
-        self._runtime.apply_handoff_policies()
-        self._sweep()
-        self.gate.watch_closing(self._runtime.options.settle_delay)
         if not self._delivering:
             batch = self._decide()
             if batch is None:
@@ -344,9 +263,9 @@ class DeliveryQueue:
                 self._start()
             elif self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(
-                    self._runtime.options.settle_delay, self._on_settled
+                    self._services.options.settle_delay, self._on_settled
                 )
-        self._runtime.check_idle()
+        self._services.changed()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -360,14 +279,14 @@ class DeliveryQueue:
 
     def _start(self) -> None:
         self._delivering = True
-        self._runtime.spawn(self._deliver(), name="async-tool:deliver")
+        self._services.spawn(self._deliver(), name="async-tool:deliver")
 
-    def drop_for(self, call: AsyncCall, reason: str) -> None:
+    def drop_call(self, call_id: str, reason: str) -> None:
         """Drop the pending items of one call (e.g. it was cancelled at handoff)."""
-        dropped = [p for p in self._pending if p.call is call]
+        dropped = [p for p in self._pending if p.call_id == call_id]
         if dropped:
             self._remove(dropped)
-            self._emit(dropped, "dropped", reason=reason)
+            self._finish(dropped, "dropped", reason=reason)
 
     # -- speaking ----------------------------------------------------------------------
 
@@ -388,7 +307,7 @@ class DeliveryQueue:
             unwritten = [p for p in speak if p.chat_items and target not in p.inserted_into]
             if unwritten:
                 try:
-                    await self._insert(target, unwritten)
+                    await self._store.insert(target, unwritten)
                 except Exception:
                     self._write_failed(target, unwritten)
                     return
@@ -433,16 +352,16 @@ class DeliveryQueue:
         for p in items:
             if target not in p.inserted_into:
                 p.write_failures += 1
-                if p.write_failures > self._runtime.options.max_redeliveries:
+                if p.write_failures > self._services.options.max_redeliveries:
                     exhausted.append(p)
         if exhausted:
             self._remove(exhausted)
-            self._emit(exhausted, "dropped", reason="context_update_failed")
+            self._finish(exhausted, "dropped", reason="context_update_failed")
         self._back_off()
 
     def _back_off(self) -> None:
         self._refusals += 1
-        delay = _policy.retry_delay(self._refusals, self._runtime.options.settle_delay)
+        delay = _policy.retry_delay(self._refusals, self._services.options.settle_delay)
         self._retry = asyncio.get_running_loop().call_later(delay, self._on_retry)
 
     def _on_retry(self) -> None:
@@ -450,41 +369,36 @@ class DeliveryQueue:
         self.evaluate()
 
     def _instructions(self, target: Agent, items: list[PendingItem]) -> str:
-        opts = self._runtime.options
         results = [p for p in items if p.kind != "follow_up"]
-        parts: list[str] = []
-        if results:
-            fmt = {
-                "tool_names": ", ".join(dict.fromkeys(p.tool_name for p in results)),
-                "items": ", ".join(p.item_id for p in results),
-            }
-            if any(p.attempts for p in results):
-                parts.append(opts.redeliver_template.format(**fmt))
-            elif self._covered_later(target, results):
-                parts.append(opts.deliver_maybe_covered_template.format(**fmt))
-            else:
-                parts.append(opts.deliver_template.format(**fmt))
-        parts += [
-            opts.follow_up_template.format(text=p.text) for p in items if p.kind == "follow_up"
-        ]
-        return "\n".join(parts)
+        return instructions(
+            self._services.options,
+            tool_names=[p.tool_name for p in results],
+            item_ids=[p.item_id for p in results],
+            redelivery=any(p.attempts for p in results),
+            maybe_covered=bool(results) and self._covered_later(target, results),
+            follow_ups=[p.text for p in items if p.kind == "follow_up"],
+        )
 
     @staticmethod
     def _covered_later(target: Agent, items: list[PendingItem]) -> bool:
         """True if a said message follows the earliest of ``items`` in the context.
 
+        Walks back from the end to the items, so it only reads what came after them.
         An interrupted agent message does not count: the caller did not hear it all.
         """
         ids = {p.item_id for p in items}
-        seen = False
-        for item in target.chat_ctx.items:
+        said_after = False
+        for item in reversed(target.chat_ctx.items):
             if isinstance(item, (llm.FunctionCall, llm.FunctionCallOutput)):
-                seen = seen or item.call_id in ids
+                if item.call_id in ids:
+                    ids.discard(item.call_id)
+                    if not ids or said_after:
+                        return said_after
                 continue
-            if not seen or not isinstance(item, llm.ChatMessage):
-                continue
-            if item.role == "user" or (item.role == "assistant" and not item.interrupted):
-                return True
+            if isinstance(item, llm.ChatMessage) and (
+                item.role == "user" or (item.role == "assistant" and not item.interrupted)
+            ):
+                said_after = True
         return False
 
     def _on_reply_done(self, handle: SpeechHandle) -> None:
@@ -498,7 +412,7 @@ class DeliveryQueue:
             said=_said(handle),
         )
         if outcome == "closed":
-            self._emit(reply.items, "dropped", reason="session_closed", speech_id=handle.id)
+            self._finish(reply.items, "dropped", reason="session_closed", speech_id=handle.id)
         elif outcome in ("interrupted", "failed"):
             if outcome == "interrupted":
                 self._emit(reply.items, "interrupted", speech_id=handle.id)
@@ -510,9 +424,9 @@ class DeliveryQueue:
                 )
             self._requeue(reply.items, handle.id, failed=outcome == "failed")
         elif outcome == "empty":
-            self._emit(reply.items, "skipped", reason="empty", speech_id=handle.id)
+            self._finish(reply.items, "skipped", reason="empty", speech_id=handle.id)
         else:
-            self._emit(reply.items, "delivered", speech_id=handle.id)
+            self._finish(reply.items, "delivered", speech_id=handle.id)
         self.evaluate()
 
     def _requeue(self, items: list[PendingItem], speech_id: str, *, failed: bool) -> None:
@@ -523,15 +437,30 @@ class DeliveryQueue:
                 self._emit([p], "skipped", reason="superseded", speech_id=speech_id)
                 continue
             p.attempts += 1
-            if p.attempts > self._runtime.options.max_redeliveries:
+            if p.attempts > self._services.options.max_redeliveries:
                 reason = "reply_failed" if failed else "max_redeliveries"
-                self._emit([p], "dropped", reason=reason, speech_id=speech_id)
+                self._finish([p], "dropped", reason=reason, speech_id=speech_id)
             else:
                 again.append(p)
         self._pending[:0] = again
 
     def _remove(self, items: list[PendingItem]) -> None:
-        self._pending = [p for p in self._pending if p not in items]
+        gone = set(map(id, items))
+        self._pending = [p for p in self._pending if id(p) not in gone]
+
+    def _finish(
+        self,
+        items: list[PendingItem],
+        status: ReplyStatus,
+        *,
+        reason: str | None = None,
+        speech_id: str | None = None,
+    ) -> None:
+        """Report a terminal status; the items' calls stop being tracked here."""
+        for p in items:
+            if self._latest.get(p.call_id) is p and p.kind == "final":
+                del self._latest[p.call_id]
+        self._emit(items, status, reason=reason, speech_id=speech_id)
 
     def _emit(
         self,
@@ -544,9 +473,8 @@ class DeliveryQueue:
         call_ids = tuple(dict.fromkeys(p.call_id for p in items))
         if status == "dropped":
             logger.warning("deferred reply dropped", extra={"call_ids": call_ids, "reason": reason})
-        self._runtime.emit(
-            "reply_updated",
-            ReplyUpdated(call_ids=call_ids, status=status, reason=reason, speech_id=speech_id),
+        self._services.emit(
+            ReplyUpdated(call_ids=call_ids, status=status, reason=reason, speech_id=speech_id)
         )
 
     # -- closing -----------------------------------------------------------------------
@@ -564,9 +492,8 @@ class DeliveryQueue:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        self.gate.close()
         self._pending = []
         for reason in ("origin_closed", "session_closed"):
             items = [p for p, r in reasons if r == reason]
             if items:
-                self._emit(items, "dropped", reason=reason)
+                self._finish(items, "dropped", reason=reason)

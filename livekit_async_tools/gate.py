@@ -30,9 +30,15 @@ class Gate:
     draining do.
     """
 
-    def __init__(self, session: AgentSession[Any], wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        session: AgentSession[Any],
+        wake: Callable[[], None],
+        lifecycle: Callable[[], None],
+    ) -> None:
         self._session = session
         self._wake = wake
+        self._lifecycle = lifecycle
         self._handles: dict[str, tuple[SpeechHandle, Agent]] = {}
         self._turn_pending = False
         self._committed_since_speech = False
@@ -100,7 +106,7 @@ class Gate:
 
     def _on_recheck_soon(self) -> None:
         self._soon = None
-        self._wake()
+        self._lifecycle()
 
     def _set_turn_pending(self, pending: bool) -> None:
         self._turn_pending = pending
@@ -125,7 +131,7 @@ class Gate:
             self._exiting.add(agent)
         else:
             self._exiting.discard(agent)  # handed back to: running again
-        self._wake()
+        self._lifecycle()
 
     def watch_closing(self, settle_delay: float) -> None:
         """An origin whose ``on_exit`` ran is still closing: look again after
@@ -140,7 +146,7 @@ class Gate:
 
     def _on_recheck(self) -> None:
         self._recheck = None
-        self._wake()
+        self._lifecycle()
 
     # -- own tool dispatches ---------------------------------------------------------
 
@@ -175,6 +181,13 @@ class Gate:
         if agent is self.current():
             return "current" if self.current_ready() else "entering"
         return "closed" if _compat.agent_is_closed(agent) else "paused"
+
+    def record_target(self, origin: Agent, on_handoff: str) -> Agent | None:
+        """Where something for ``origin`` is recorded now: the origin (also when paused),
+        or, once it is closed and ``forward`` applies, the current agent."""
+        if _policy.record_in_origin(self.origin_state(origin), on_handoff):
+            return origin
+        return self.current()
 
     def floor(self, agent: Agent, *, replying: bool) -> Floor:
         """What the session is doing, as seen for ``agent`` (see `_policy.Floor`)."""

@@ -1,44 +1,41 @@
-"""`AsyncToolRuntime`: the per-session registry of background calls, `attach`, events."""
+"""`AsyncToolRuntime`: one session's background calls, `attach`, events; the composition root.
+
+The runtime is the only module that wires the parts together: each part below gets
+the narrow port it needs (`_ports.Services` and friends), never the runtime itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from livekit.agents import Agent, AgentSession, RunContext, llm
 
-from . import _compat, _policy
+from . import _compat
+from ._calls import Body, Calls
+from ._chat_store import ChatStore
 from ._log import logger
-from .context import AsyncRunContext
+from ._ports import CONTROLS, Event
+from ._spec import FollowUpMode, ToolSpec
 from .control import ControlTools
-from .delivery import DeliveryQueue, FollowUpMode
-from .events import ReplyUpdated, TaskEnded, TaskInfo, TaskStarted, TaskUpdated
+from .delivery import DeliveryQueue
+from .events import ReplyUpdated, TaskEnded, TaskInfo, TaskStarted, TaskStatus, TaskUpdated
+from .gate import Gate
 from .options import AsyncToolOptions
 from .steering import Steering
-from .task import Acknowledged, AsyncCall, Finished, render_message
 
-if TYPE_CHECKING:
-    from .tool import ToolSpec
-
-CONFIRM_PARAM = "confirm_duplicate"
-"""The boolean parameter ``on_duplicate="confirm"`` adds to a tool's schema."""
-
-
-def duplicate_key(spec: ToolSpec, arguments: dict[str, object]) -> str:
-    """What makes two calls the same: the name, plus canonical JSON of the arguments."""
-    if spec.duplicate_scope == "name":
-        return spec.name
-    return spec.name + json.dumps(arguments, sort_keys=True, default=str, ensure_ascii=False)
-
-
-__all__ = ["AsyncToolRuntime", "attach", "runtime_of"]
+__all__ = ["AsyncToolRuntime", "AttachError", "attach", "dispatch", "runtime_of"]
 
 _T = TypeVar("_T")
-_EVENTS = ("task_started", "task_updated", "task_ended", "reply_updated")
-_SESSION_EVENTS = ("agent_state_changed", "function_tools_executed")
+_EVENT_NAMES: dict[type, str] = {
+    TaskStarted: "task_started",
+    TaskUpdated: "task_updated",
+    TaskEnded: "task_ended",
+    ReplyUpdated: "reply_updated",
+}
+_EVENTS = tuple(_EVENT_NAMES.values())
 
 _runtimes: weakref.WeakKeyDictionary[AgentSession[Any], AsyncToolRuntime] = (
     weakref.WeakKeyDictionary()
@@ -93,6 +90,79 @@ def runtime_of(session: AgentSession[Any]) -> AsyncToolRuntime | None:
     return runtime if runtime is not None and not runtime.closed else None
 
 
+async def dispatch(
+    spec: ToolSpec,
+    run_ctx: RunContext[Any],
+    body: Body,
+    arguments: dict[str, object],
+    origin: Agent,
+    *,
+    confirmed: bool,
+) -> object:
+    """Start a background call in ``run_ctx``'s session (used by the tool wrapper)."""
+    runtime = attach(run_ctx.session)
+    _compat.notify_lifecycle(origin, runtime._gate.on_lifecycle)
+    return await runtime._calls.dispatch(
+        spec, run_ctx, body, arguments, origin, confirmed=confirmed
+    )
+
+
+class _Services:
+    """The `_ports.Services` the parts get: settings, events out, tasks, a nudge."""
+
+    def __init__(self, runtime: AsyncToolRuntime) -> None:
+        self._runtime = runtime
+        self.options = runtime.options
+
+    def emit(self, event: Event) -> None:
+        self._runtime._emit(event)
+
+    def spawn(self, coro: Coroutine[Any, Any, _T], *, name: str) -> asyncio.Task[_T]:
+        return self._runtime._spawn(coro, name=name)
+
+    def changed(self) -> None:
+        self._runtime._check_idle()
+
+
+class _Notes:
+    """`_ports.Notes`: steering notes and follow-ups aimed at a call's origin."""
+
+    def __init__(self, runtime: AsyncToolRuntime) -> None:
+        self._runtime = runtime
+
+    def steer(self, text: str, *, origin: Agent, on_handoff: str) -> None:
+        self._runtime._steer(text, origin=origin, on_handoff=on_handoff)
+
+    def follow_up(self, text: str, *, origin: Agent, on_handoff: str, mode: FollowUpMode) -> str:
+        return self._runtime._follow_up(text, origin=origin, on_handoff=on_handoff, mode=mode)
+
+
+class _Control:
+    """`_ports.SessionControl` for the LLM-facing control tools."""
+
+    def __init__(self, runtime: AsyncToolRuntime) -> None:
+        self._runtime = runtime
+        self._ended: dict[str, TaskStatus] = {}
+
+    @property
+    def options(self) -> AsyncToolOptions:
+        return self._runtime.options
+
+    @property
+    def tasks(self) -> tuple[TaskInfo, ...]:
+        return self._runtime.tasks
+
+    async def cancel(self, call_id: str) -> bool:
+        call = self._runtime._calls.get(call_id)
+        cancelled = await self._runtime.cancel(call_id)
+        if call is not None and call.status is not None and not cancelled:
+            self._ended[call_id] = call.status
+        return cancelled
+
+    def status_of(self, call_id: str) -> str | None:
+        return self._ended.pop(call_id, None)
+
+
 class AsyncToolRuntime:
     """Background calls of one `AgentSession`: registry, events, delivery, cancel.
 
@@ -102,19 +172,22 @@ class AsyncToolRuntime:
     def __init__(self, session: AgentSession[Any], options: AsyncToolOptions) -> None:
         self._session = session
         self._options = options
-        self._calls: dict[str, AsyncCall] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listeners: dict[str, list[Callable[[Any], object]]] = {e: [] for e in _EVENTS}
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._closed = False
-        self.delivery = DeliveryQueue(self, session)
-        self.control = ControlTools(self)
-        self._steering = Steering(self)
+        services = _Services(self)
+        store = ChatStore()
+        self._gate = Gate(session, self._wake, self._on_lifecycle)
+        self._delivery = DeliveryQueue(services, session, self._gate, store)
+        self._steering = Steering(services, self._gate, store)
+        self._calls = Calls(services, self._gate, self._delivery, _Notes(self), self._call_ended)
+        self._control_tools = ControlTools(services, session, store, lambda: len(self._calls) > 0)
+        CONTROLS.set(session, _Control(self))
         self._session_handlers: list[tuple[str, Callable[[Any], None]]] = [
-            (name, self._on_session_event) for name in _SESSION_EVENTS
-        ]
-        self._session_handlers += [
-            ("user_state_changed", self._on_user_state),
+            ("agent_state_changed", self._on_state_event),
+            ("function_tools_executed", self._on_state_event),
+            ("user_state_changed", self._gate.on_user_state),
             ("conversation_item_added", self._on_item_added),
             ("speech_created", self._on_speech_created),
             ("close", self._on_session_close),
@@ -142,7 +215,7 @@ class AsyncToolRuntime:
     @property
     def tasks(self) -> tuple[TaskInfo, ...]:
         """Snapshots of the live background calls, oldest first."""
-        return tuple(call.info() for call in self._calls.values())
+        return self._calls.infos()
 
     @overload
     def on(
@@ -204,16 +277,7 @@ class AsyncToolRuntime:
                     tool_name=call.tool_name, call_id=call_id
                 )
             )
-        return await self.stop(call, "cancelled")
-
-    @property
-    def has_live_calls(self) -> bool:
-        """True while at least one call runs (cheaper than ``bool(tasks)``)."""
-        return bool(self._calls)
-
-    def find_call(self, call_id: str) -> AsyncCall | None:
-        """The live call with ``call_id`` (internal)."""
-        return self._calls.get(call_id)
+        return await self._calls.stop(call, "cancelled")
 
     async def settle(self, timeout: float | None = None) -> None:
         """Wait until no call is running and no deferred reply is pending.
@@ -252,11 +316,9 @@ class AsyncToolRuntime:
         Raises:
             RuntimeError: The session is closed or has no current agent.
         """
+        if self._closed:
+            raise RuntimeError("the session is closed; the steering note was not recorded")
         self._steering.steer(text, origin=None)
-
-    def steer_from(self, text: str, *, origin: Agent, on_handoff: str) -> None:
-        """`steer` aimed at a call's origin agent (internal; used by the context)."""
-        self._steering.steer(text, origin=origin, on_handoff=on_handoff)
 
     def follow_up(self, text: str, *, mode: FollowUpMode = "one_at_a_time") -> str:
         """Queue an instruction for the current agent, spoken at the next quiet moment.
@@ -276,31 +338,11 @@ class AsyncToolRuntime:
         Raises:
             RuntimeError: The session is closed or has no current agent.
         """
-        return self.queue_follow_up(text, origin=None, on_handoff=None, mode=mode)
-
-    def queue_follow_up(
-        self, text: str, *, origin: Agent | None, on_handoff: str | None, mode: FollowUpMode
-    ) -> str:
-        """`follow_up` for a given origin agent (internal; used by the context)."""
-        if mode not in ("one_at_a_time", "all"):
-            raise ValueError(f"mode must be 'one_at_a_time' or 'all', got {mode!r}")
-        if self._closed:
-            raise RuntimeError("the session is closed; the follow-up was not queued")
-        target = origin or self.delivery.gate.current()
-        if target is None:
-            raise RuntimeError("the session has no current agent; start it first")
-        _compat.notify_lifecycle(target, self.delivery.gate.on_lifecycle)
-        return self.delivery.add_follow_up(
-            text, origin=target, on_handoff=on_handoff or self._options.on_handoff, mode=mode
-        )
+        return self._follow_up(text, origin=None, on_handoff=None, mode=mode)
 
     def describe(self) -> list[str]:
         """Human-readable lines naming what is running or pending."""
-        lines = [
-            f"{c.tool_name} ({c.call_id}) {c.state} for {c.elapsed:.1f}s"
-            for c in self._calls.values()
-        ]
-        lines += self.delivery.describe()
+        lines = self._calls.describe() + self._delivery.describe()
         if not lines and self._tasks:
             lines.append(f"{len(self._tasks)} internal task(s) finishing")
         return lines
@@ -311,9 +353,29 @@ class AsyncToolRuntime:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    # -- internal: used by tool.py, task.py and delivery.py ----------------------------
+    # -- internal ------------------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, _T], *, name: str) -> asyncio.Task[_T]:
+    def _steer(self, text: str, *, origin: Agent, on_handoff: str) -> None:
+        if self._closed:
+            raise RuntimeError("the session is closed; the steering note was not recorded")
+        self._steering.steer(text, origin=origin, on_handoff=on_handoff)
+
+    def _follow_up(
+        self, text: str, *, origin: Agent | None, on_handoff: str | None, mode: FollowUpMode
+    ) -> str:
+        if mode not in ("one_at_a_time", "all"):
+            raise ValueError(f"mode must be 'one_at_a_time' or 'all', got {mode!r}")
+        if self._closed:
+            raise RuntimeError("the session is closed; the follow-up was not queued")
+        target = origin or self._gate.current()
+        if target is None:
+            raise RuntimeError("the session has no current agent; start it first")
+        _compat.notify_lifecycle(target, self._gate.on_lifecycle)
+        return self._delivery.add_follow_up(
+            text, origin=target, on_handoff=on_handoff or self._options.on_handoff, mode=mode
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, _T], *, name: str) -> asyncio.Task[_T]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._on_task_done)
@@ -323,160 +385,55 @@ class AsyncToolRuntime:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             logger.error("internal task failed", exc_info=exc, extra={"task": task.get_name()})
-        self.check_idle()
+        self._check_idle()
 
-    def emit(self, event: str, payload: object) -> None:
-        for callback in list(self._listeners[event]):
+    def _emit(self, event: Event) -> None:
+        name = _EVENT_NAMES[type(event)]
+        for callback in list(self._listeners[name]):
             try:
-                callback(payload)
+                callback(event)
             except Exception:
-                logger.exception("event callback raised", extra={"event": event})
+                logger.exception("event callback raised", extra={"event": name})
 
-    def forget(self, call: AsyncCall) -> None:
-        if self._calls.get(call.call_id) is call:
-            del self._calls[call.call_id]
-        self.control.schedule()
+    def _call_ended(self) -> None:
+        self._control_tools.schedule()
 
     def _is_idle(self) -> bool:
-        return not self._calls and not self._tasks and self.delivery.idle
+        return not len(self._calls) and not self._tasks and self._delivery.idle
 
-    def check_idle(self) -> None:
+    def _check_idle(self) -> None:
         if self._idle_waiters and self._is_idle():
             waiters, self._idle_waiters = self._idle_waiters, []
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
 
-    async def stop(self, call: AsyncCall, reason: Literal["cancelled", "timed_out"]) -> bool:
-        """Ask ``call`` to stop and wait until it has ended. True if it ended with
-        ``reason`` (this or an earlier request of the same kind stopped it)."""
-        call.request_stop(reason)
-        await call.wait_ended()
-        return call.status == reason
-
-    def apply_handoff_policies(self) -> None:
-        """Cancel the calls whose origin was handed off for good under ``cancel``."""
-        gate = self.delivery.gate
-        for call in list(self._calls.values()):
-            if _policy.cancel_at_handoff(
-                gate.origin_state(call.origin), call.on_handoff
-            ) and call.request_stop("cancelled"):
-                self.delivery.drop_for(call, "origin_closed")
-
-    async def dispatch(
-        self,
-        spec: ToolSpec,
-        run_ctx: RunContext[Any],
-        body: Callable[[AsyncRunContext[Any]], Coroutine[Any, Any, object]],
-        arguments: dict[str, object],
-        origin: Agent,
-        *,
-        confirmed: bool = False,
-    ) -> object:
-        """Start a background call and return what the LLM sees now."""
-        call_id = run_ctx.function_call.call_id
-        while True:  # after any await, every check is made again
-            if self._closed:
-                raise llm.ToolError(
-                    self._options.session_closing_template.format(tool_name=spec.name)
-                )
-            if call_id in self._calls:
-                raise llm.ToolError(self._options.call_id_in_use_template.format(call_id=call_id))
-            duplicate = self._find_duplicate(spec, arguments)
-            if duplicate is None or spec.on_duplicate == "allow":
-                break
-            fmt = {"tool_name": spec.name, "call_id": duplicate.call_id}
-            if spec.on_duplicate == "reject":
-                return self._options.duplicate_running_template.format(**fmt)
-            if spec.on_duplicate == "confirm":
-                if confirmed:
-                    break
-                return self._options.duplicate_confirm_template.format(**fmt, param=CONFIRM_PARAM)
-            await self.stop(duplicate, "cancelled")  # replace
-        if len(self._calls) >= self._options.max_tasks_per_session:
-            logger.warning("async tool cap reached", extra={"function": spec.name})
-            raise llm.ToolError(
-                self._options.too_many_tasks_template.format(count=len(self._calls))
-            )
-        call = AsyncCall(
-            runtime=self,
-            spec=spec,
-            call_id=call_id,
-            arguments=arguments,
-            raw_arguments=run_ctx.function_call.arguments,
-            origin=origin,
-            extra=getattr(run_ctx.function_call, "extra", None),
-        )
-        ctx = AsyncRunContext(run_ctx, call)
-        self._calls[call_id] = call
-        _compat.notify_lifecycle(origin, self.delivery.gate.on_lifecycle)
-        self.control.schedule()
-        gate = self.delivery.gate
-        gate.track(run_ctx.speech_handle, origin)
-        call.log_started()
-        self.emit(
-            "task_started",
-            TaskStarted(call_id=call_id, tool_name=spec.name, arguments=dict(arguments)),
-        )
-        gate.dispatch_started(origin)
-        try:
-            call.start(lambda: body(ctx))
-            if spec.ack_after is None:
-                await asyncio.shield(call.outcome)
-            else:
-                await asyncio.wait_for(asyncio.shield(call.outcome), spec.ack_after)
-        except asyncio.TimeoutError:
-            call.acknowledge()
-        except asyncio.CancelledError:
-            # the dispatch was cut (e.g. the turn was interrupted): the work goes on
-            # and its result is delivered later
-            call.acknowledge()
-            raise
-        finally:
-            gate.dispatch_ended(origin)
-        outcome = call.outcome.result()
-        if isinstance(outcome, Finished):
-            if outcome.status == "succeeded":
-                return outcome.result
-            raise llm.ToolError(outcome.error_text or "")
-        return self._ack_text(call, outcome)
-
-    def _find_duplicate(self, spec: ToolSpec, arguments: dict[str, object]) -> AsyncCall | None:
-        if spec.on_duplicate == "allow":
-            return None
-        key = duplicate_key(spec, arguments)
-        for call in self._calls.values():
-            if call.spec.name == spec.name and duplicate_key(call.spec, call.arguments) == key:
-                return call
-        return None
-
-    def _ack_text(self, call: AsyncCall, ack: Acknowledged) -> str:
-        if ack.automatic:
-            return self._options.ack_pending_template.format(
-                tool_name=call.tool_name, call_id=call.call_id, seconds=call.elapsed
-            )
-        return self._options.ack_update_template.format(
-            tool_name=call.tool_name, call_id=call.call_id, message=render_message(ack.message)
-        )
-
     # -- session events ----------------------------------------------------------------
 
-    def _on_session_event(self, ev: object) -> None:
-        self.control.schedule()
-        self._steering.on_session_event(ev)
-        self.delivery.evaluate()
+    def _wake(self) -> None:
+        self._delivery.evaluate()
 
-    def _on_user_state(self, ev: Any) -> None:
-        self.delivery.gate.on_user_state(ev)
+    def _on_lifecycle(self) -> None:
+        """Agents may have been handed off, closed or handed back to."""
+        if self._closed:
+            return
+        self._calls.cancel_handed_off(self._delivery.drop_call)
+        self._gate.watch_closing(self._options.settle_delay)
+        self._delivery.on_lifecycle()
+
+    def _on_state_event(self, ev: object) -> None:
+        self._control_tools.schedule()
+        self._steering.on_session_event(ev)
+        self._delivery.evaluate()
 
     def _on_item_added(self, ev: Any) -> None:
-        self.control.schedule()
+        self._control_tools.schedule()
         self._steering.on_agent_maybe_changed()
-        self.delivery.gate.on_item_added(ev)
+        self._gate.on_item_added(ev)
 
     def _on_speech_created(self, ev: Any) -> None:
-        self.delivery.gate.track(ev.speech_handle)
-        self.delivery.evaluate()
+        self._gate.track(ev.speech_handle)
+        self._delivery.evaluate()
 
     def _on_session_close(self, _ev: object) -> None:
         self._close()
@@ -487,11 +444,11 @@ class AsyncToolRuntime:
         self._closed = True
         for name, handler in self._session_handlers:
             self._session.off(name, handler)  # type: ignore[arg-type]
-        self.delivery.close()
-        calls = list(self._calls.values())
-        self._calls.clear()
-        for call in calls:
-            call.request_stop("cancelled")
+        self._delivery.close()
+        self._gate.close()
+        self._control_tools.close()
+        self._calls.close()
+        CONTROLS.set(self._session, None)
         if _runtimes.get(self._session) is self:
             del _runtimes[self._session]
-        self.check_idle()
+        self._check_idle()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from livekit.agents import Agent, llm
 
-if TYPE_CHECKING:
-    from .runtime import AsyncToolRuntime
+from ._chat_store import ChatStore
+from ._ports import Services
+from .gate import Gate
 
 __all__ = ["Steering"]
 
@@ -16,29 +17,30 @@ class Steering:
     """Places steering notes in the target agent's context and, until the LLM has
     been asked again, carries them to whichever agent becomes current."""
 
-    def __init__(self, runtime: AsyncToolRuntime) -> None:
-        self._runtime = runtime
+    def __init__(self, services: Services, gate: Gate, store: ChatStore) -> None:
+        self._services = services
+        self._gate = gate
+        self._store = store
         self._unseen: list[tuple[llm.ChatMessage, list[Agent]]] = []
 
     def steer(self, text: str, *, origin: Agent | None, on_handoff: str | None = None) -> None:
-        runtime = self._runtime
-        if runtime.closed:
-            raise RuntimeError("the session is closed; the steering note was not recorded")
-        delivery = runtime.delivery
+        """Record a note for ``origin`` (``None``: the current agent)."""
         if origin is None:
-            target = delivery.gate.current()
+            target = self._gate.current()
         else:
-            target = delivery.record_target(origin, on_handoff or runtime.options.on_handoff)
+            target = self._gate.record_target(
+                origin, on_handoff or self._services.options.on_handoff
+            )
         if target is None:
             raise RuntimeError("the session has no current agent; start it first")
         note = llm.ChatMessage(
-            role="system", content=[runtime.options.steer_template.format(text=text)]
+            role="system", content=[self._services.options.steer_template.format(text=text)]
         )
         self._unseen.append((note, [target]))
         self._place(target, note)
 
     def _place(self, agent: Agent, note: llm.ChatMessage) -> None:
-        self._runtime.spawn(self._runtime.delivery.write(agent, [note]), name="async-tool:steer")
+        self._services.spawn(self._store.write(agent, [note]), name="async-tool:steer")
 
     def on_session_event(self, ev: Any) -> None:
         """The LLM is asked again once the agent thinks: the notes have been seen."""
@@ -48,7 +50,9 @@ class Steering:
 
     def on_agent_maybe_changed(self) -> None:
         """Carry unseen notes to a newly current agent (e.g. after a handoff)."""
-        current = self._runtime.delivery.gate.current()
+        if not self._unseen:
+            return
+        current = self._gate.current()
         if current is None:
             return
         for note, placed in self._unseen:

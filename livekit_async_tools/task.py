@@ -5,22 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from livekit.agents import Agent, llm
 
 from ._log import logger, pii_extra
 from ._policy import CallEvent, CallPhase, step
-from .context import CancelCallback
+from ._ports import (
+    CallIdentity,
+    CancelCallback,
+    ItemSink,
+    Notes,
+    Services,
+)
+from ._spec import DELIVERIES, FollowUpMode, ToolSpec
+from ._texts import error_text, render_message
 from .events import TaskEnded, TaskInfo, TaskState, TaskStatus, TaskUpdated
 from .options import Delivery
-
-if TYPE_CHECKING:
-    from .runtime import AsyncToolRuntime
-    from .tool import ToolSpec
 
 __all__ = [
     "CANCEL_HOOKS_TIMEOUT",
@@ -28,27 +31,7 @@ __all__ = [
     "AsyncCall",
     "Finished",
     "Outcome",
-    "render_message",
 ]
-
-_DELIVERIES: tuple[Delivery, ...] = ("when_idle", "interrupt", "silent")
-
-
-def render_message(message: object) -> str:
-    """The text form of an update message or a result: ``str`` as is, else JSON.
-
-    Raises:
-        TypeError: ``message`` is not JSON-serialisable.
-    """
-    if isinstance(message, str):
-        return message
-    try:
-        return json.dumps(message, ensure_ascii=False, sort_keys=True)
-    except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"an async tool message must be a str or JSON-serialisable, "
-            f"got {type(message).__name__}"
-        ) from e
 
 
 @dataclass(frozen=True)
@@ -87,7 +70,10 @@ class AsyncCall:
     def __init__(
         self,
         *,
-        runtime: AsyncToolRuntime,
+        services: Services,
+        sink: ItemSink,
+        notes: Notes,
+        on_ended: Callable[[AsyncCall], None],
         spec: ToolSpec,
         call_id: str,
         arguments: dict[str, object],
@@ -95,13 +81,21 @@ class AsyncCall:
         origin: Agent,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        self.runtime = runtime
+        self._services = services
+        self._sink = sink
+        self._notes = notes
+        self._on_ended = on_ended
         self.spec = spec
-        self.call_id = call_id
         self.arguments = arguments
-        self.raw_arguments = raw_arguments
-        self.extra: dict[str, Any] = dict(extra or {})
-        self.origin = origin
+        self.identity = CallIdentity(
+            call_id=call_id,
+            tool_name=spec.name,
+            raw_arguments=raw_arguments,
+            extra=dict(extra or {}),
+            origin=origin,
+            on_handoff=spec.on_handoff or services.options.on_handoff,
+        )
+        self.duplicate_key = spec.duplicate_key(arguments)
         self.loop = asyncio.get_running_loop()
         self.started_at = self.loop.time()
         self.phase: CallPhase = "starting"
@@ -116,6 +110,14 @@ class AsyncCall:
         self._timeout: asyncio.TimerHandle | None = None
 
     # -- properties ------------------------------------------------------------------
+
+    @property
+    def call_id(self) -> str:
+        return self.identity.call_id
+
+    @property
+    def origin(self) -> Agent:
+        return self.identity.origin
 
     @property
     def tool_name(self) -> str:
@@ -140,7 +142,7 @@ class AsyncCall:
 
     @property
     def on_handoff(self) -> str:
-        return self.spec.on_handoff or self.runtime.options.on_handoff
+        return self.identity.on_handoff
 
     def info(self) -> TaskInfo:
         return TaskInfo(
@@ -169,7 +171,7 @@ class AsyncCall:
         ``body`` makes the tool's coroutine; it is called in the task's first step, so
         a call stopped before that step never creates it ("never awaited").
         """
-        self.task = self.runtime.spawn(
+        self.task = self._services.spawn(
             self._run(body), name=f"async-tool:{self.tool_name}:{self.call_id}"
         )
         self.task.add_done_callback(self._on_task_done)
@@ -182,9 +184,7 @@ class AsyncCall:
             return
         self._transition("acknowledged")
         self.outcome.set_result(Acknowledged(message=None, automatic=True))
-        self.runtime.emit(
-            "task_updated", TaskUpdated(call_id=self.call_id, message=None, delivery="when_idle")
-        )
+        self._services.emit(TaskUpdated(call_id=self.call_id, message=None, delivery="when_idle"))
 
     def request_stop(self, reason: Literal["cancelled", "timed_out"]) -> bool:
         """Ask the call to stop; False (and nothing happens) unless this is the first
@@ -209,8 +209,8 @@ class AsyncCall:
             )
 
     async def update(self, message: object, *, delivery: Delivery) -> None:
-        if delivery not in _DELIVERIES:
-            raise TypeError(f"delivery must be one of {_DELIVERIES}, got {delivery!r}")
+        if delivery not in DELIVERIES:
+            raise TypeError(f"delivery must be one of {DELIVERIES}, got {delivery!r}")
         if self.phase in ("stopping", "ended"):
             when = "ended" if self.ended else "was being stopped"
             raise RuntimeError(
@@ -220,18 +220,16 @@ class AsyncCall:
         text = render_message(message)
         self._updates += 1
         self.last_message = message
-        self.runtime.emit(
-            "task_updated", TaskUpdated(call_id=self.call_id, message=message, delivery=delivery)
-        )
+        self._services.emit(TaskUpdated(call_id=self.call_id, message=message, delivery=delivery))
         if not self.outcome.done():
             self._transition("acknowledged")
             self.outcome.set_result(Acknowledged(message=message, automatic=False))
             return
-        output = self.runtime.options.update_template.format(
+        output = self._services.options.update_template.format(
             tool_name=self.tool_name, call_id=self.call_id, message=text
         )
-        item = self.runtime.delivery.add(
-            self,
+        item = self._sink.add(
+            self.identity,
             kind="update",
             suffix=f"update_{self._updates}",
             output=output,
@@ -239,12 +237,20 @@ class AsyncCall:
             delivery=delivery,
         )
         if item is not None:
-            await self.runtime.delivery.recorded(item)
+            await self._sink.recorded(item)
 
     def on_cancel(self, callback: CancelCallback) -> None:
         if not callable(callback):
             raise TypeError("on_cancel() needs a callable")
         self._hooks.append(callback)
+
+    def steer(self, text: str) -> None:
+        self._notes.steer(text, origin=self.origin, on_handoff=self.on_handoff)
+
+    def follow_up(self, text: str, *, mode: FollowUpMode) -> str:
+        return self._notes.follow_up(
+            text, origin=self.origin, on_handoff=self.on_handoff, mode=mode
+        )
 
     async def _run(self, body: Callable[[], Coroutine[Any, Any, object]]) -> None:
         try:
@@ -270,7 +276,7 @@ class AsyncCall:
         hooks, self._hooks = self._hooks, []
         if not hooks:
             return
-        runner = self.runtime.spawn(
+        runner = self._services.spawn(
             self._hooks_body(hooks), name=f"async-tool:on_cancel:{self.call_id}"
         )
         while not runner.done():
@@ -303,17 +309,14 @@ class AsyncCall:
                 )
 
     def _error_text(self, status: TaskStatus, error: BaseException | None) -> str | None:
-        opts = self.runtime.options
-        fmt = {"tool_name": self.tool_name, "call_id": self.call_id}
-        if status == "succeeded":
-            return None
-        if status == "cancelled":
-            return opts.cancelled_template.format(**fmt)
-        if status == "timed_out":
-            return opts.timed_out_template.format(**fmt, seconds=self.spec.timeout or 0)
-        if isinstance(error, llm.ToolError):
-            return error.message
-        return opts.failure_template.format(**fmt)
+        return error_text(
+            self._services.options,
+            tool_name=self.tool_name,
+            call_id=self.call_id,
+            status=status,
+            timeout=self.spec.timeout,
+            tool_error=error.message if isinstance(error, llm.ToolError) else None,
+        )
 
     def _end(self, status: TaskStatus, result: object, error: BaseException | None) -> None:
         """The one place a call ends: ``task_ended``, then the final item (once)."""
@@ -336,17 +339,15 @@ class AsyncCall:
                     **pii_extra(self.arguments),
                 },
             )
-        self.runtime.forget(self)
-        self.runtime.emit(
-            "task_ended", TaskEnded(call_id=self.call_id, status=status, error=event_error)
-        )
+        self._on_ended(self)
+        self._services.emit(TaskEnded(call_id=self.call_id, status=status, error=event_error))
         if not self.ended_future.done():
             self.ended_future.set_result(None)
         if not self.outcome.done():
             self.outcome.set_result(Finished(status=status, result=result, error_text=text))
         else:
             self._add_final(status, result, text)
-        self.runtime.check_idle()
+        self._services.changed()
 
     def _add_final(self, status: TaskStatus, result: object, text: str | None) -> None:
         if status == "succeeded":
@@ -357,8 +358,8 @@ class AsyncCall:
         else:
             output = text or ""
         delivery: Delivery = "silent" if status == "cancelled" else self.spec.result_delivery
-        self.runtime.delivery.add(
-            self,
+        self._sink.add(
+            self.identity,
             kind="final",
             suffix="final",
             output=output,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import inspect
-import math
 import typing
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal, TypeAlias, TypeVar, overload
+from typing import Annotated, Any, Final, TypeVar, overload
 
 from livekit.agents import NOT_GIVEN, Agent, NotGivenOr, RunContext, llm, utils
 from livekit.agents import function_tool as lk_function_tool
@@ -15,14 +13,12 @@ from livekit.agents.llm.tool_context import RawFunctionDescription, ToolFlag
 from pydantic import Field
 
 from ._mock_registry import find_mock
+from ._spec import CONFIRM_PARAM, DuplicateMode, DuplicateScope, ToolSpec
 from .context import AsyncRunContext
 from .options import Delivery, OnHandoff
-from .runtime import CONFIRM_PARAM, attach
+from .runtime import dispatch
 
 __all__ = ["DuplicateMode", "DuplicateScope", "ToolDefinitionError", "ToolSpec", "function_tool"]
-
-DuplicateMode: TypeAlias = Literal["allow", "reject", "replace", "confirm"]
-DuplicateScope: TypeAlias = Literal["name", "name_and_args"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -33,10 +29,6 @@ _CONFIRM_DESCRIPTION = (
     "Set to true only when the caller confirmed they want this to run again while the "
     "same request is already running."
 )
-_DELIVERIES = ("when_idle", "interrupt", "silent")
-_ON_HANDOFF = ("forward", "hold", "cancel")
-_DUPLICATE_MODES = ("allow", "reject", "replace", "confirm")
-_DUPLICATE_SCOPES = ("name", "name_and_args")
 
 _LIVEKIT_PARAMS: Final = frozenset(inspect.signature(lk_function_tool).parameters)
 """The keywords livekit's own `function_tool` takes on the installed version."""
@@ -47,20 +39,6 @@ _SAFE_FLAGS: Final = ToolFlag.IGNORE_ON_ENTER
 
 class ToolDefinitionError(TypeError):
     """A tool was declared in a way this package cannot run; the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """The options of one async tool (internal)."""
-
-    name: str
-    ack_after: float | None = 1.0
-    on_handoff: OnHandoff | None = None
-    cancellable: bool = False
-    timeout: float | None = None
-    result_delivery: Delivery = "when_idle"
-    on_duplicate: DuplicateMode = "reject"
-    duplicate_scope: DuplicateScope = "name_and_args"
 
 
 def _is_async_ctx_type(annotation: object) -> bool:
@@ -88,48 +66,6 @@ def find_context_param(fn: Callable[..., Any]) -> str | None:
         if name in hints and _is_async_ctx_type(hints[name]):
             return name
     return None
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _validate_options(spec: ToolSpec) -> None:
-    if not isinstance(spec.cancellable, bool):
-        raise TypeError(f"cancellable must be True or False, got {spec.cancellable!r}")
-    if spec.ack_after is not None and not (
-        _is_number(spec.ack_after) and math.isfinite(spec.ack_after) and spec.ack_after >= 0
-    ):
-        raise ValueError(
-            f"ack_after must be a number of seconds >= 0, or None to wait for the first "
-            f"update, got {spec.ack_after!r}"
-        )
-    if spec.timeout is not None and not (
-        _is_number(spec.timeout) and math.isfinite(spec.timeout) and spec.timeout > 0
-    ):
-        raise ValueError(
-            f"timeout must be a number of seconds > 0, or None for no deadline, "
-            f"got {spec.timeout!r}"
-        )
-    if spec.on_handoff is not None and spec.on_handoff not in _ON_HANDOFF:
-        raise ValueError(f"on_handoff must be one of {_ON_HANDOFF}, got {spec.on_handoff!r}")
-    if spec.result_delivery not in _DELIVERIES:
-        raise ValueError(
-            f"result_delivery must be one of {_DELIVERIES}, got {spec.result_delivery!r}"
-        )
-    if spec.on_duplicate not in _DUPLICATE_MODES:
-        raise ValueError(
-            f"on_duplicate must be one of {_DUPLICATE_MODES}, got {spec.on_duplicate!r}"
-        )
-    if spec.duplicate_scope not in _DUPLICATE_SCOPES:
-        raise ValueError(
-            f"duplicate_scope must be one of {_DUPLICATE_SCOPES}, got {spec.duplicate_scope!r}"
-        )
-    if spec.on_duplicate == "replace" and not spec.cancellable:
-        raise ValueError(
-            'on_duplicate="replace" cancels the running call, so the tool must be '
-            "declared cancellable=True"
-        )
 
 
 def _check_async_flags(fn: Callable[..., Any], flags: ToolFlag) -> None:
@@ -203,7 +139,6 @@ def _build_wrapper(fn: Callable[..., Any], ctx_name: str, spec: ToolSpec) -> Cal
         else:
             origin = run_ctx.session.current_agent
             arguments = user_args
-        runtime = attach(run_ctx.session)
         mock = find_mock(type(origin), spec.name)
 
         def body(ctx: AsyncRunContext[Any]) -> Coroutine[Any, Any, object]:
@@ -211,7 +146,7 @@ def _build_wrapper(fn: Callable[..., Any], ctx_name: str, spec: ToolSpec) -> Cal
                 return mock(ctx, arguments)
             return fn(**user_args, **{ctx_name: ctx})  # type: ignore[no-any-return]
 
-        return await runtime.dispatch(spec, run_ctx, body, arguments, origin, confirmed=confirmed)
+        return await dispatch(spec, run_ctx, body, arguments, origin, confirmed=confirmed)
 
     wrapper.__signature__ = wrapper_sig  # type: ignore[attr-defined]
     annotations = {p.name: hints[p.name] for p in params if p.name in hints}
@@ -398,17 +333,7 @@ def function_tool(
             )
         lk_flags = flags if utils.is_given(flags) else ToolFlag.NONE
         _check_async_flags(fn, lk_flags)
-        spec = ToolSpec(
-            name=name or fn.__name__,
-            ack_after=ack_after if utils.is_given(ack_after) else 1.0,
-            on_handoff=on_handoff if utils.is_given(on_handoff) else None,
-            cancellable=cancellable if utils.is_given(cancellable) else False,
-            timeout=timeout if utils.is_given(timeout) else None,
-            result_delivery=result_delivery if utils.is_given(result_delivery) else "when_idle",
-            on_duplicate=on_duplicate if utils.is_given(on_duplicate) else "reject",
-            duplicate_scope=duplicate_scope if utils.is_given(duplicate_scope) else "name_and_args",
-        )
-        _validate_options(spec)
+        spec = ToolSpec(name=name or fn.__name__, **given)  # type: ignore[arg-type]
         wrapper = _build_wrapper(fn, ctx_name, spec)
         if lk_flags:
             return lk_function_tool(

@@ -1,0 +1,121 @@
+"""Writes the package's items into agents' contexts: batched, never the same id twice."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass, field
+
+from livekit.agents import Agent, llm
+
+from . import _compat
+from ._ports import PendingItem
+
+__all__ = ["ChatStore"]
+
+
+@dataclass(eq=False)
+class _Queue:
+    waiting: list[tuple[list[llm.ChatItem], asyncio.Future[None]]] = field(default_factory=list)
+    flushing: bool = False
+
+
+class ChatStore:
+    """The package's writes into agents' contexts.
+
+    Writes to one agent are queued and flushed together: N results finishing at once
+    cost one copy of the context, not N. Copy, filter and replace run with no await in
+    between, so nothing livekit adds meanwhile is lost, and no item id or call id lands
+    twice in a context (whatever copied it there before, e.g. a new agent built with
+    ``chat_ctx=old.chat_ctx``). It remembers what it wrote, to restore it after livekit
+    rewrites a context (`Agent.update_tools` drops calls to tools the agent lacks).
+    """
+
+    def __init__(self) -> None:
+        self._queues: weakref.WeakKeyDictionary[Agent, _Queue] = weakref.WeakKeyDictionary()
+        self._owned: weakref.WeakKeyDictionary[Agent, list[llm.ChatItem]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def insert(self, agent: Agent, items: list[PendingItem]) -> None:
+        """Write the chat items of ``items`` into ``agent``'s context (once per agent).
+
+        Raises:
+            Exception: What livekit raised while updating the context; the items are
+                then not marked as written.
+        """
+        new = [p for p in items if p.chat_items and agent not in p.inserted_into]
+        if not new:
+            return
+        chat_items = [item for p in new for item in p.chat_items]
+        await self.write(agent, chat_items)
+        self._owned.setdefault(agent, []).extend(chat_items)
+        for p in new:
+            if agent not in p.inserted_into:
+                p.inserted_into.append(agent)
+
+    async def restore(self, agent: Agent) -> None:
+        """Re-insert this package's items that a context rewrite dropped."""
+        await self.write(agent, list(self._owned.get(agent, [])))
+
+    async def write(self, agent: Agent, items: list[llm.ChatItem]) -> None:
+        """Insert those of ``items`` that ``agent``'s context does not hold yet."""
+        if not items:
+            return
+        queue = self._queues.get(agent)
+        if queue is None:
+            queue = self._queues[agent] = _Queue()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.waiting.append((items, done))
+        if not queue.flushing:
+            await self._flush(agent, queue)
+        await asyncio.shield(done)
+
+    @staticmethod
+    async def _flush(agent: Agent, queue: _Queue) -> None:
+        queue.flushing = True
+        batch: list[tuple[list[llm.ChatItem], asyncio.Future[None]]] = []
+        try:
+            while queue.waiting:
+                batch, queue.waiting = queue.waiting, []
+                try:
+                    await _write_once(agent, [item for items, _ in batch for item in items])
+                except Exception as e:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(e)
+                    continue
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+        except BaseException as e:  # cancelled mid-write: no waiter may hang
+            for _, fut in [*batch, *queue.waiting]:
+                if not fut.done():
+                    fut.set_exception(e)
+            raise
+        finally:
+            queue.flushing = False
+
+
+async def _write_once(agent: Agent, items: list[llm.ChatItem]) -> None:
+    chat_ctx = agent.chat_ctx.copy()
+    ids = {item.id for item in chat_ctx.items}
+    calls = {_call_key(item) for item in chat_ctx.items} - {None}
+    missing: list[llm.ChatItem] = []
+    for item in items:
+        key = _call_key(item)
+        if item.id in ids or (key is not None and key in calls):
+            continue
+        ids.add(item.id)
+        if key is not None:
+            calls.add(key)
+        missing.append(item)
+    if missing:
+        chat_ctx.insert(missing)
+        await _compat.update_agent_chat_ctx(agent, chat_ctx)
+
+
+def _call_key(item: llm.ChatItem) -> tuple[str, str] | None:
+    if isinstance(item, (llm.FunctionCall, llm.FunctionCallOutput)):
+        return item.type, item.call_id
+    return None
