@@ -1,9 +1,10 @@
 """Offline testing helpers: a scripted LLM, a fake voice stack, `mock_tools` for async
-tools, `settle`."""
+tools, `settle`, and `settle_run` (deferred replies as a livekit `RunResult`)."""
 
 from ._fake_voice import AgentSegment, CallerSegment, FakeVoice, Overlap
 from ._llm import LLMRequest, Reply, ScriptedLLM, ToolCall
-from ._mocks import mock_tools
+from ._mocks import LivekitMockError, mock_tools
+from ._run import settle_run
 from ._settle import settle
 
 __all__ = [
@@ -11,10 +12,12 @@ __all__ = [
     "CallerSegment",
     "FakeVoice",
     "LLMRequest",
+    "LivekitMockError",
     "Overlap",
     "Reply",
     "ScriptedLLM",
     "ToolCall",
     "mock_tools",
     "settle",
+    "settle_run",
 ]

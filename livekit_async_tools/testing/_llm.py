@@ -76,6 +76,14 @@ class ScriptedLLM(llm.LLM):  # type: ignore[type-arg]
     instructions) and decides, like a real model would. Every request is
     recorded in `requests`.
 
+    In strict mode (``strict=True``; the default of the ``scripted_llm`` pytest
+    fixture) a sequence script must be used exactly: a request beyond the script,
+    or replies left unused, make `check` raise an `AssertionError` that lists every
+    request (its new chat items, summarized) and what answered it. The pytest
+    plugin calls `check` at the end of each test for the strict LLMs it handed out
+    or was given; elsewhere call it yourself. Without strict mode, a request beyond
+    the script gets an empty reply and is only counted in `unanswered`.
+
     Args:
         script: A sequence of `Reply` values, or a callable
             ``(LLMRequest) -> Reply``.
@@ -83,6 +91,8 @@ class ScriptedLLM(llm.LLM):  # type: ignore[type-arg]
             uses the event loop's clock).
         chunk_words: Stream text replies in chunks of this many words (0 sends
             the text as one chunk).
+        strict: Check that a sequence script is used exactly (see above). A
+            callable script has nothing to exhaust; strict mode does not change it.
 
     Example::
 
@@ -101,6 +111,7 @@ class ScriptedLLM(llm.LLM):  # type: ignore[type-arg]
         *,
         delay: float = 0.0,
         chunk_words: int = 0,
+        strict: bool = False,
     ) -> None:
         super().__init__()
         if callable(script):
@@ -116,6 +127,10 @@ class ScriptedLLM(llm.LLM):  # type: ignore[type-arg]
         """Every request made so far, in order."""
         self.unanswered = 0
         """Requests that found the script empty (they got an empty reply)."""
+        self.strict = strict
+        """Whether `check` is expected to pass at the end of a test (settable: the
+        pytest plugin reads it when the test ends)."""
+        self._answers: list[Reply | _Beyond] = []
 
     @property
     def model(self) -> str:
@@ -160,13 +175,17 @@ class ScriptedLLM(llm.LLM):  # type: ignore[type-arg]
             tool_choice=tool_choice if tool_choice is not NOT_GIVEN else None,
         )
         self.requests.append(request)
+        reply: Reply
         if self._decide is not None:
             reply = self._decide(request)
+            self._answers.append(reply)
         elif self._queue:
             reply = self._queue.pop(0)
+            self._answers.append(reply)
         else:
             self.unanswered += 1
             reply = None
+            self._answers.append(_BEYOND)
         return _ScriptedStream(
             self,
             chat_ctx=chat_ctx,
@@ -175,6 +194,49 @@ class ScriptedLLM(llm.LLM):  # type: ignore[type-arg]
             chunks=self._to_chunks(reply),
             delay=self._delay,
         )
+
+    def check(self) -> None:
+        """Raise if a sequence script was not used exactly.
+
+        Checks whatever `strict` says: call it at the end of a test (the pytest
+        plugin does so for strict LLMs).
+
+        Raises:
+            AssertionError: A request came after the script was used up, or replies
+                were left unused. The message lists every request (the chat items
+                new since the previous one, summarized) and what answered it.
+        """
+        __tracebackhide__ = True
+        problems: list[str] = []
+        if self.unanswered:
+            problems.append(
+                f"{self.unanswered} request(s) came after the script was used up "
+                "(each got an empty reply)"
+            )
+        if self._queue:
+            left = ", ".join(_describe_reply(r) for r in self._queue)
+            problems.append(f"{len(self._queue)} scripted reply(ies) never requested: {left}")
+        if problems:
+            raise AssertionError(
+                "ScriptedLLM: " + "; ".join(problems) + ".\n" + self.describe_requests()
+            )
+
+    def describe_requests(self) -> str:
+        """Every request so far, with the chat items new since the previous request
+        (summarized) and what answered it: the text `check` shows."""
+        if not self.requests:
+            return "No request was made."
+        lines = [f"Requests ({len(self.requests)}):"]
+        seen: set[str] = set()
+        for n, (request, answer) in enumerate(
+            zip(self.requests, self._answers, strict=False), start=1
+        ):
+            tools = ", ".join(request.tool_names) or "none"
+            lines.append(f"  #{n} (tools: {tools}) answered {_describe_reply(answer)}")
+            new = [item for item in request.chat_ctx.items if item.id not in seen]
+            seen.update(item.id for item in request.chat_ctx.items)
+            lines += [f"      {_summarize_item(item)}" for item in new]
+        return "\n".join(lines)
 
     def _to_chunks(self, reply: Reply) -> list[llm.ChatChunk]:
         parts: Sequence[str | ToolCall]
@@ -215,6 +277,45 @@ class ScriptedLLM(llm.LLM):  # type: ignore[type-arg]
             " ".join(words[i : i + n]) + (" " if i + n < len(words) else "")
             for i in range(0, len(words), n)
         ]
+
+
+class _Beyond:
+    """Marks a request that came after the script was used up."""
+
+
+_BEYOND = _Beyond()
+_WIDTH = 100
+
+
+def _short(text: str, width: int = _WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _describe_reply(reply: Reply | _Beyond) -> str:
+    if isinstance(reply, _Beyond):
+        return "with nothing: the script was used up"
+    if reply is None or reply == "":
+        return "(empty reply)"
+    if isinstance(reply, str):
+        return repr(_short(reply, 60))
+    if isinstance(reply, ToolCall):
+        args = reply.arguments if isinstance(reply.arguments, str) else dict(reply.arguments)
+        return _short(f"ToolCall({reply.name!r}, {args!r})", 60)
+    return "[" + ", ".join(_describe_reply(part) for part in reply) + "]"
+
+
+def _summarize_item(item: llm.ChatItem) -> str:
+    """One line for a chat item: who, what, and ids where they matter."""
+    if isinstance(item, llm.ChatMessage):
+        flag = " (interrupted)" if item.interrupted else ""
+        return f"{item.role}{flag}: {_short(item.text_content or '')!r}"
+    if isinstance(item, llm.FunctionCall):
+        return _short(f"function_call {item.name}({item.arguments}) [{item.call_id}]")
+    if isinstance(item, llm.FunctionCallOutput):
+        kind = "error" if item.is_error else "output"
+        return _short(f"function_call_output [{item.call_id}] {kind}: {item.output!r}")
+    return item.type
 
 
 class _ScriptedStream(llm.LLMStream):
