@@ -15,7 +15,11 @@ from livekit.agents import Agent, AgentSession, function_tool
 from livekit.agents.voice import SpeechHandle
 
 from livekit_async_tools.testing import AgentSegment, FakeVoice, ScriptedLLM, ToolCall
-from livekit_async_tools.testing._fake_voice import FakeSpeaker, FakeTTS
+from livekit_async_tools.testing._fake_voice import FAKE_VOICE_SUPPORTED, FakeSpeaker, FakeTTS
+
+pytestmark = pytest.mark.skipif(
+    not FAKE_VOICE_SUPPORTED, reason="FakeVoice needs livekit-agents' turn_handling options"
+)
 
 CPS = 20.0
 REPLY = "Rome is lovely in spring. I will book the morning flight."  # two sentences

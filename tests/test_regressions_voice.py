@@ -12,8 +12,13 @@ from livekit.agents import function_tool as lk_function_tool
 
 from livekit_async_tools import AsyncRunContext, AsyncToolOptions, attach, function_tool
 from livekit_async_tools.testing import FakeVoice, ScriptedLLM, ToolCall
+from livekit_async_tools.testing._fake_voice import FAKE_VOICE_SUPPORTED
 
 from .conftest import Recorder, keyword_brain
+
+pytestmark = pytest.mark.skipif(
+    not FAKE_VOICE_SUPPORTED, reason="FakeVoice needs livekit-agents' turn_handling options"
+)
 
 LONG = (
     "One moment please, I am checking every airline for you right now and this "

@@ -10,16 +10,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import livekit.agents
 import numpy as np
 from livekit import rtc
 from livekit.agents import (
     AgentSession,
     APIConnectOptions,
-    EndpointingOptions,
-    InterruptionOptions,
-    TurnHandlingOptions,
     stt,
     tts,
     utils,
@@ -28,7 +26,14 @@ from livekit.agents import (
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.voice.io import AudioInput, AudioOutput, AudioOutputCapabilities
 
-__all__ = ["AgentSegment", "CallerSegment", "FakeVoice", "Overlap"]
+if TYPE_CHECKING:
+    from livekit.agents import TurnHandlingOptions
+
+__all__ = ["FAKE_VOICE_SUPPORTED", "AgentSegment", "CallerSegment", "FakeVoice", "Overlap"]
+
+FAKE_VOICE_SUPPORTED = hasattr(livekit.agents, "TurnHandlingOptions")
+"""`FakeVoice` needs livekit-agents' ``turn_handling`` session options (1.8); older
+releases configure turn taking with flat keyword arguments it does not build."""
 
 _MAX_MARK = 32767
 """Markers are int16 sample values 1..32767 (they cycle)."""
@@ -811,6 +816,8 @@ class FakeVoice:
     def turn_handling(self) -> TurnHandlingOptions:
         """livekit turn handling for the fake stack: VAD turn detection and VAD
         interruption, fixed endpointing, no preemptive generation."""
+        from livekit.agents import EndpointingOptions, InterruptionOptions, TurnHandlingOptions
+
         interruption = InterruptionOptions(
             enabled=True,
             mode="vad",
