@@ -32,9 +32,9 @@ from livekit.agents import Agent, AgentSession, AgentTask, llm
 from livekit.agents.voice.io import TextOutput
 
 from livekit_async_tools import AsyncRunContext, AsyncToolOptions, attach, function_tool
-from livekit_async_tools.testing import LLMRequest, ScriptedLLM, ToolCall
+from livekit_async_tools.testing import FakeVoice, LLMRequest, ScriptedLLM, ToolCall
 
-from .oracle import Oracle, Violation, is_closed
+from .oracle import TERMINAL, Oracle, Violation, is_closed
 from .plan import Plan, ToolDef
 
 __all__ = ["Outcome", "run_plan"]
@@ -43,6 +43,9 @@ SETTLE_TIMEOUT = 120.0
 """Virtual seconds ``runtime.settle`` gets once the plan's steps are done."""
 RUN_TIMEOUT = 1200.0
 """Virtual seconds a whole run may take (a hang past this is reported)."""
+TRANSCRIPTION_ALLOWANCE = 1.0
+"""Seconds after livekit's maximum endpointing delay a caller's turn may still be
+committed (DESIGN section 4: the bounded wait for a caller turn)."""
 DELIVERY_MARKERS = ("Background results", "cut off while telling", "FU#")
 
 
@@ -201,6 +204,9 @@ class Harness:
         self.background: set[asyncio.Task[Any]] = set()
         self.run_task: asyncio.Task[Any] | None = None
         self.expect_user_turn = False
+        self.voice: FakeVoice | None = None
+        self.triggers: list[tuple[str, float, tuple[Any, ...]]] = []
+        self.firing = 0  # triggered steps scheduled or running
         self.oracle: Oracle
         self.session: AgentSession[Any]
         self.agent_cls, self.task_cls = agent_classes(plan.tools)
@@ -266,7 +272,7 @@ class Harness:
         self.call_jobs[cid] = job_index
         for kind, seconds in job.hooks:
             ctx.on_cancel(self._hook(cid, kind, seconds))
-            self.oracle.hook_registered(cid)
+            self.oracle.hook_registered(cid, seconds if kind == "async" else 0.0)
         for n, op in enumerate(job.ops):
             if op[0] == "sleep":
                 await asyncio.sleep(op[1])
@@ -358,9 +364,7 @@ class Harness:
                 out.append(ToolCall("wait_a_bit", {"seconds": part[1]}, call_id=self.new_id(k, p)))
             elif kind == "cancel":
                 target = self.emitted.get((part[1] % len(plan.actions), part[2]), "c0")
-                out.append(
-                    ToolCall("cancel_task", {"call_id": target}, call_id=self.new_id(k, p))
-                )
+                out.append(ToolCall("cancel_task", {"call_id": target}, call_id=self.new_id(k, p)))
             elif kind == "list":
                 out.append(ToolCall("get_running_tasks", {}, call_id=self.new_id(k, p)))
             elif kind in ("transfer", "task") and not switched:
@@ -416,7 +420,9 @@ class Harness:
         _at, kind, *args = step
         self.note(f"STEP {kind} {args}")
         session = self.session
-        if kind in ("user", "run", "barge"):
+        if kind == "on":
+            self.triggers.append((args[0], args[1], args[2]))
+        elif kind in ("user", "run", "barge"):
             if kind == "barge":
                 try:
                     self.spawn(self._await_quietly(session.interrupt(), "interrupt"), "barge")
@@ -452,6 +458,46 @@ class Harness:
             self.complete_task()
         elif kind == "close":
             await session.aclose()
+        elif kind == "say":
+            self.spawn(self._caller(f"u{args[0] % len(plan.actions)}", args[1]), "say")
+        elif kind == "noise":
+            self.spawn(self._caller("", args[0]), "noise")
+
+    async def _caller(self, text: str, seconds: float) -> None:
+        voice = self.voice
+        if voice is None or voice.caller_speaking or self.oracle.closed:
+            self.note("caller step skipped (no voice, already speaking, or closed)")
+            return
+        voice.caller_starts()
+        await asyncio.sleep(seconds)
+        if voice.caller_speaking and not self.oracle.closed:
+            voice.caller_stops(text)
+            if text:
+                self.oracle.voice_turn(text, voice.max_endpointing_delay + TRANSCRIPTION_ALLOWANCE)
+
+    def on_event(self, name: str) -> None:
+        """An engine moment: fire the triggers armed for it."""
+        fired = [t for t in self.triggers if t[0] == name]
+        if not fired or self.oracle.closed:
+            return
+        self.triggers = [t for t in self.triggers if t[0] != name]
+        loop = asyncio.get_running_loop()
+        for _name, delay, sub in fired:
+            self.firing += 1
+            loop.call_later(delay, self._fire, name, sub)
+
+    def _fire(self, name: str, sub: tuple[Any, ...]) -> None:
+        if self.oracle.closed:
+            self.firing -= 1
+            return
+        self.note(f"on {name}:")
+        self.spawn(self._fired(sub), f"on-{name}")
+
+    async def _fired(self, sub: tuple[Any, ...]) -> None:
+        try:
+            await self.step((0.0, *sub))
+        finally:
+            self.firing -= 1
 
     def complete_task(self) -> bool:
         current = self.current()
@@ -463,14 +509,16 @@ class Harness:
 
     # -- settling ---------------------------------------------------------------------------
 
-    def _held_origin(self) -> Agent | None | bool:
+    def _held_origin(self) -> Agent | bool | None:
         """The one closed origin whose ``hold`` items wait for it (False if none; None
         if settling cannot be expected: several, or a finished `AgentTask`)."""
         origins: list[Agent] = []
         for rec in self.oracle.calls.values():
             if rec.policy != "hold" or rec.origin is None or not is_closed(rec.origin):
                 continue
-            open_items = rec.items and (not rec.replies or rec.replies[-1][1] != "delivered")
+            # a call's replies may still be pending (also for items the oracle expects
+            # to stay silent: the engine may disagree, and settling needs the origin)
+            open_items = rec.acked and (not rec.replies or rec.replies[-1][1] not in TERMINAL)
             if (rec.ended is None and not rec.follow_up) or open_items:
                 if rec.origin not in origins:
                     origins.append(rec.origin)
@@ -483,7 +531,7 @@ class Harness:
     async def settle(self) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SETTLE_TIMEOUT
-        while True:
+        while not self.oracle.closed:
             for _ in range(4):
                 if not self.complete_task():
                     break
@@ -510,22 +558,40 @@ class Harness:
             remaining = deadline - loop.time()
             try:
                 await self.runtime.settle(timeout=max(min(remaining, 15.0), 0.1))
-                return True
             except TimeoutError as e:
-                if loop.time() >= deadline:
+                if loop.time() >= deadline and not self.oracle.closed:
                     self.oracle.fail("2", f"settle hung: {e}")
                     return False
+                continue
+            # settled; triggers armed from now on are dropped, and a triggered step
+            # still on its way (or a speech it started) means settling again
+            self.triggers.clear()
+            for _ in range(3):
+                await asyncio.sleep(0)
+            busy = any(not h.handle.done() for h in self.oracle.handles.values())
+            if not self.firing and not busy and not self.runtime.describe():
+                return True
+            await asyncio.sleep(1.0)
+        return False
 
     # -- main ---------------------------------------------------------------------------------
 
     async def main(self) -> None:
         plan = self.plan
         loop = asyncio.get_running_loop()
-        self.session = session = AgentSession(
-            llm=ScriptedLLM(self.decide, delay=plan.llm_delay)
-        )
-        if plan.word_time > 0:
-            session.output.transcription = _SlowText(plan.word_time)
+        scripted = ScriptedLLM(self.decide, delay=plan.llm_delay)
+        if plan.voice:
+            # a caller with a microphone: livekit's own VAD/STT/TTS turn taking
+            self.voice = FakeVoice(
+                chars_per_second={0.0: 60.0, 0.05: 30.0}.get(plan.word_time, 10.0),
+                frame_seconds=0.5,
+            )
+            self.session = session = AgentSession(llm=scripted, **self.voice.session_kwargs())
+            self.voice.attach(session)
+        else:
+            self.session = session = AgentSession(llm=scripted)
+            if plan.word_time > 0:
+                session.output.transcription = _SlowText(plan.word_time)
         self.runtime = runtime = attach(
             session,
             AsyncToolOptions(
@@ -547,6 +613,7 @@ class Harness:
         )
         for i, agent in enumerate(self.agents):
             oracle.agent_names[id(agent)] = f"A{i}"
+        oracle.on_event = self.on_event
         session.on("speech_created", self._on_speech_created)
         await session.start(self.agents[0])
         t0 = loop.time()
@@ -558,7 +625,7 @@ class Harness:
                 break
             await self.step(step)
         if not oracle.closed:
-            if await self.settle():
+            if await self.settle() and not oracle.closed:
                 oracle.note("settled")
                 oracle.check_items("2", settled=True)
                 oracle.check_calls(final=True)
@@ -597,7 +664,10 @@ def run_plan(plan: Plan) -> Outcome:
     records: list[logging.LogRecord] = []
     loop_errors: list[str] = []
     pkg = logging.getLogger("livekit_async_tools")
-    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in map(logging.getLogger, _KEEP_LOGGERS)]
+    saved = [
+        (lg, lg.level, lg.propagate, list(lg.handlers))
+        for lg in map(logging.getLogger, _KEEP_LOGGERS)
+    ]
     capture = _Records(records)
     pkg.setLevel(logging.DEBUG)
     pkg.addHandler(capture)

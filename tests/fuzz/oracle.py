@@ -43,9 +43,13 @@ if TYPE_CHECKING:
     from livekit_async_tools import AsyncToolRuntime
 
 TERMINAL = ("delivered", "skipped", "dropped")
-_STD_ATTRS = frozenset(
-    logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None).__dict__
-) | {"message", "asctime"}
+HOOKS_WITHIN = 4.0
+"""``on_cancel`` hooks taking this long in all must complete before ``task_ended``
+(the engine may cut longer ones: they are bounded)."""
+_STD_ATTRS = frozenset(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None).__dict__) | {
+    "message",
+    "asctime",
+}
 
 
 def is_closed(agent: Agent) -> bool:
@@ -91,11 +95,13 @@ class CallRec:
     items: list[Item] = field(default_factory=list)
     replies: list[tuple[int, str]] = field(default_factory=list)
     hooks_registered: int = 0
+    hook_seconds: float = 0.0
     hooks_started: int = 0
     hooks_done: int = 0
     hooks_at_end: int = 0
     none_result: bool = False
     follow_up: bool = False
+    unsent: int = 0  # non-silent items produced since the last scheduled/dropped reply
 
 
 @dataclass(eq=False)
@@ -136,6 +142,10 @@ class Oracle:
         self.closed = False
         self.secrets: set[str] = set()
         self.agent_names: dict[int, str] = {}
+        self.orphans: dict[str, list[tuple[int, str]]] = {}
+        self.voice_turn_until: float | None = None
+        self.voice_turn_text = ""
+        self.on_event: Callable[[str], None] = lambda _name: None
         for name in ("task_started", "task_updated", "task_ended", "reply_updated"):
             runtime.on(name, getattr(self, f"_on_{name}"))  # type: ignore[call-overload]
         session.on("speech_created", self._on_speech_created)
@@ -185,6 +195,7 @@ class Oracle:
             origin=origin,
             started=idx,
         )
+        self.on_event("started")
 
     def _on_task_updated(self, ev: TaskUpdated) -> None:
         idx = self.note(f"task_updated {ev.call_id} {ev.delivery} {ev.message!r}")
@@ -204,6 +215,8 @@ class Oracle:
             return
         if ev.delivery != "silent":
             rec.items.append(Item(f"update_{rec.updates}", idx, ev.delivery))
+            rec.unsent += 1
+        self.on_event("updated")
 
     def _on_task_ended(self, ev: TaskEnded) -> None:
         idx = self.note(f"task_ended {ev.call_id} {ev.status} {ev.error!r}")
@@ -220,11 +233,13 @@ class Oracle:
         if any(t.call_id == ev.call_id for t in self.runtime.tasks):
             self.fail("1", f"{ev.call_id} still in runtime.tasks at task_ended")
         rec.none_result = ev.status == "succeeded" and self._none_result(ev.call_id)
-        if not rec.acked or ev.status == "cancelled" or rec.none_result:
-            return  # inline result, a recorded cancellation, or a None result
-        delivery = self._result_delivery(rec.tool)
-        if delivery != "silent":
-            rec.items.append(Item("final", idx, delivery))
+        # no item for an inline result, a recorded cancellation, or a None result
+        if rec.acked and ev.status != "cancelled" and not rec.none_result:
+            delivery = self._result_delivery(rec.tool)
+            if delivery != "silent":
+                rec.items.append(Item("final", idx, delivery))
+                rec.unsent += 1
+        self.on_event("ended")
 
     def add_follow_up(self, follow_up_id: str, origin: Agent | None, policy: str) -> None:
         idx = self.note(f"follow_up {follow_up_id} for {self.name(origin)}")
@@ -237,7 +252,10 @@ class Oracle:
             acked=True,
             follow_up=True,
         )
-        rec.items.append(Item("follow_up", idx, "when_idle"))
+        rec.replies = self.orphans.pop(follow_up_id, [])
+        produced = min([idx, *(i for i, _s in rec.replies)]) - 1
+        rec.items.append(Item("follow_up", produced, "when_idle"))
+        rec.unsent = 1
         self.calls[follow_up_id] = rec
 
     def _on_reply_updated(self, ev: ReplyUpdated) -> None:
@@ -248,15 +266,27 @@ class Oracle:
         for cid in ev.call_ids:
             rec = self.calls.get(cid)
             if rec is None:
-                self.fail("1", f"reply_updated for {cid} before its task_started / follow_up")
+                # a follow-up's id is known once follow_up() returns
+                self.orphans.setdefault(cid, []).append((idx, ev.status))
                 continue
+            before = rec.replies[-1][1] if rec.replies else None
             rec.replies.append((idx, ev.status))
+            if ev.status == "scheduled" and rec.unsent == 0 and before != "interrupted":
+                self.fail(
+                    "2",
+                    f"reply scheduled for {cid} with nothing to speak: its items since the "
+                    "last reply are silent (a silent update, a None result or a "
+                    "cancellation: recorded, not spoken)",
+                )
+            if ev.status in ("scheduled", "dropped"):
+                rec.unsent = 0
         if ev.status == "scheduled":
             self._check_scheduled(ev)
         elif ev.status == "delivered":
             self._check_delivered(ev)
         if ev.status in ("scheduled", "delivered"):
             self.check_contexts()
+            self.on_event(ev.status)
 
     # -- invariant 3 ----------------------------------------------------------------------
 
@@ -284,6 +314,12 @@ class Oracle:
         state = self.session.agent_state
         if self.session.user_state == "speaking":
             self.fail("3", f"reply for {ids} scheduled while the caller speaks")
+        elif self.voice_turn_until is not None and self.loop.time() < self.voice_turn_until:
+            self.fail(
+                "3",
+                f"reply for {ids} scheduled while the caller's turn "
+                f"{self.voice_turn_text!r} is not committed yet",
+            )
         if state == "thinking" or (not urgent and state not in ("listening", "idle")):
             kind = "interrupt" if urgent else "when_idle"
             self.fail("3", f"{kind} reply for {ids} scheduled while the agent is {state}")
@@ -308,9 +344,7 @@ class Oracle:
         if speaker is not None:
             self.expected_speaker[ev.speech_id] = speaker
 
-    def _check_handles(
-        self, ids: str, speech_id: str, current: Agent | None, urgent: bool
-    ) -> None:
+    def _check_handles(self, ids: str, speech_id: str, current: Agent | None, urgent: bool) -> None:
         live = [
             h
             for sid, h in self.handles.items()
@@ -413,17 +447,29 @@ class Oracle:
     def _on_speech_created(self, ev: Any) -> None:
         handle = ev.speech_handle
         owner = self.current()
-        self.handles[handle.id] = HandleRec(handle, owner)
+        # livekit's own replies to a committed caller turn are not user_initiated
+        self.handles[handle.id] = HandleRec(handle, owner, user_turn=not ev.user_initiated)
         self.note(f"speech_created {handle.id} {ev.source} by {self.name(owner)}")
 
     def _on_state(self, ev: Any) -> None:
         self.note(f"agent_state {ev.old_state} -> {ev.new_state}")
+        if ev.new_state == "listening":
+            self.on_event("listening")
 
     def _on_user_state(self, ev: Any) -> None:
         self.note(f"user_state {ev.old_state} -> {ev.new_state}")
 
+    def voice_turn(self, text: str, allowance: float) -> None:
+        """The caller stopped speaking after saying ``text``: their turn is pending
+        until livekit commits it (a user message), ``allowance`` seconds at most."""
+        self.note(f"caller said {text!r}")
+        self.voice_turn_until = self.loop.time() + allowance
+        self.voice_turn_text = text
+
     def _on_item(self, ev: Any) -> None:
         it = ev.item
+        if isinstance(it, llm.ChatMessage) and it.role == "user":
+            self.voice_turn_until = None
         text = (getattr(it, "text_content", None) or "")[:60]
         self.note(f"item {getattr(it, 'role', it.type)}: {text!r}")
 
@@ -433,9 +479,10 @@ class Oracle:
 
     # -- hooks ----------------------------------------------------------------------------
 
-    def hook_registered(self, call_id: str) -> None:
+    def hook_registered(self, call_id: str, seconds: float) -> None:
         if (rec := self.calls.get(call_id)) is not None:
             rec.hooks_registered += 1
+            rec.hook_seconds += seconds
 
     def hook_started(self, call_id: str) -> None:
         self.note(f"on_cancel hook of {call_id} runs")
@@ -450,6 +497,8 @@ class Oracle:
 
     def check_items(self, invariant: str, *, settled: bool) -> None:
         """Every non-silent item was queued and its call's replies end terminal."""
+        for cid in self.orphans:
+            self.fail("1", f"reply_updated for {cid}, which no call or follow-up has")
         for rec in self.calls.values():
             if not rec.items:
                 continue
@@ -477,7 +526,10 @@ class Oracle:
                     self.fail("1", f"{rec.call_id} never got task_ended")
                 continue
             stopped = rec.status in ("cancelled", "timed_out")
-            if stopped and rec.hooks_at_end < rec.hooks_registered:
+            # hooks run to completion unless they exceed the engine's bound in all
+            # (DESIGN section 7: "hooks run to completion, shielded, bounded")
+            within_bound = rec.hook_seconds <= HOOKS_WITHIN
+            if stopped and within_bound and rec.hooks_at_end < rec.hooks_registered:
                 self.fail(
                     "1",
                     f"{rec.call_id} {rec.status}: {rec.hooks_at_end} of "

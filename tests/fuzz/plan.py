@@ -51,6 +51,13 @@ Step = tuple[Any, ...]
 - ``(at, "update_agent", agent_index)``: ``session.update_agent(agents[i])``
 - ``(at, "complete_task",)``: complete the current `AgentTask` from the app
 - ``(at, "close",)``: ``session.aclose()``; the run ends there
+- ``(at, "say", action, seconds)``: (voice plans) the caller speaks "u<action>" for
+  that long; livekit commits the turn after its endpointing delay
+- ``(at, "noise", seconds)``: (voice plans) the caller makes a sound without words
+- ``(at, "on", event, delay, (kind, *args))``: from ``at`` on, the next time ``event``
+  happens (``"started"``, ``"updated"``, ``"ended"`` for a call, ``"scheduled"``,
+  ``"delivered"`` for a deferred reply, ``"listening"`` for the agent), run the
+  step ``(kind, *args)`` ``delay`` seconds later: races aimed at the engine's moments
 """
 
 
@@ -93,6 +100,7 @@ class Plan:
     word_time: float = 0.0
     empty_rate: float = 0.0
     n_agents: int = 1
+    voice: bool = False
     tools: tuple[ToolDef, ...] = (ToolDef(),)
     jobs: tuple[Job, ...] = (Job(),)
     actions: tuple[tuple[Part, ...], ...] = ((("text",),),)
@@ -227,9 +235,39 @@ _STEP_KINDS = (
 )
 
 
-def _step(d: Draw, n_actions: int, n_agents: int) -> Step:
+_VOICE_STEP_KINDS = (*_STEP_KINDS, *("say",) * 6, "noise", "noise")
+
+
+TRIGGER_EVENTS = ("ended", "scheduled", "updated", "started", "delivered", "listening")
+_TRIGGERED_KINDS = (
+    "user",
+    "barge",
+    "cancel",
+    "update_agent",
+    "complete_task",
+    "follow_up",
+    "steer",
+    "close",
+)
+_VOICE_TRIGGERED_KINDS = (*_TRIGGERED_KINDS, "say", "say", "say", "noise")
+
+
+def _step(d: Draw, n_actions: int, n_agents: int, voice: bool) -> Step:
     at = d.int(0, 300) / 10
-    kind = d.choice(_STEP_KINDS)
+    if d.flag(0.3):
+        event = d.choice(TRIGGER_EVENTS)
+        delay = d.choice((0.0, 0.02, 0.1, 0.3, 1.0))
+        kind = d.choice(_VOICE_TRIGGERED_KINDS if voice else _TRIGGERED_KINDS)
+        return (at, "on", event, delay, _args(d, kind, n_actions, n_agents)[1:])
+    kind = d.choice(_VOICE_STEP_KINDS if voice else _STEP_KINDS)
+    return _args(d, kind, n_actions, n_agents, at)
+
+
+def _args(d: Draw, kind: str, n_actions: int, n_agents: int, at: float = 0.0) -> Step:
+    if kind == "say":
+        return (at, kind, d.int(0, n_actions - 1), d.choice((0.6, 0.2, 1.5, 3.0)))
+    if kind == "noise":
+        return (at, kind, d.choice((0.2, 0.6, 1.5)))
     if kind in ("user", "run", "barge"):
         return (at, kind, d.int(0, n_actions - 1))
     if kind == "cancel":
@@ -252,12 +290,13 @@ def draw_plan(d: Draw) -> Plan:
     word_time = d.choice((0.0, 0.05, 0.3))
     empty_rate = d.choice((0.0, 0.2, 0.6))
     n_agents = d.int(1, 3)
+    voice = d.flag(0.35)
     tools = tuple(_tool_def(d) for _ in range(d.int(1, 4)))
     jobs = tuple(_job(d) for _ in range(d.int(1, 4)))
     n_actions = d.int(1, 8)
     actions = tuple(_action(d, len(tools), len(jobs), n_agents, i) for i in range(n_actions))
-    steps = [_step(d, n_actions, n_agents) for _ in range(d.int(1, 10))]
-    if d.flag(0.25):
+    steps = [_step(d, n_actions, n_agents, voice) for _ in range(d.int(1, 10))]
+    if d.flag(0.15):
         steps.append((d.int(0, 350) / 10, "close"))
     steps.sort(key=lambda s: s[0])
     return Plan(
@@ -270,6 +309,7 @@ def draw_plan(d: Draw) -> Plan:
         word_time=word_time,
         empty_rate=empty_rate,
         n_agents=n_agents,
+        voice=voice,
         tools=tools,
         jobs=jobs,
         actions=actions,
