@@ -519,9 +519,9 @@ class Harness:
             # a call's replies may still be pending (also for items the oracle expects
             # to stay silent: the engine may disagree, and settling needs the origin)
             open_items = rec.acked and (not rec.replies or rec.replies[-1][1] not in TERMINAL)
-            if (rec.ended is None and not rec.follow_up) or open_items:
-                if rec.origin not in origins:
-                    origins.append(rec.origin)
+            running = rec.ended is None and not rec.follow_up
+            if (running or open_items) and rec.origin not in origins:
+                origins.append(rec.origin)
         if not origins:
             return False
         if len(origins) > 1 or isinstance(origins[0], FuzzTask):
@@ -715,7 +715,7 @@ def run_plan(plan: Plan) -> Outcome:
         ]
     finally:
         pkg.removeHandler(capture)
-        for lg, level, propagate, _handlers in saved:
+        for lg, level, propagate in saved:
             lg.setLevel(level)
             lg.propagate = propagate
     if hasattr(harness, "oracle"):
