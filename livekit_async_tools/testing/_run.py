@@ -106,22 +106,20 @@ class _Recorder:
         return segment
 
     def _on_speech_created(self, ev: SpeechCreatedEvent) -> None:
-        # livekit < 1.5 adds no conversation item for a handoff: notice it here
-        self._note_handoff(None)
         self._segment_for(ev.speech_handle.id).handle = ev.speech_handle
 
     def _on_item_added(self, ev: ConversationItemAddedEvent) -> None:
-        if isinstance(ev.item, llm.AgentHandoff):
-            self._note_handoff(ev.item)
-
-    def _note_handoff(self, item: llm.AgentHandoff | None) -> None:
-        new_agent = self._current_agent()
-        if new_agent is None or new_agent is self._agent:
+        # livekit-agents 1.4.x emits no event for a handoff: none is recorded there
+        item = ev.item
+        if not isinstance(item, llm.AgentHandoff):
             return
-        if item is None:
-            old_id = self._agent.id if self._agent is not None else None
-            item = llm.AgentHandoff(old_agent_id=old_id, new_agent_id=new_agent.id)
-        handoff = AgentHandoffEvent(item=item, old_agent=self._agent, new_agent=new_agent)
+        new_agent = self._current_agent()
+        if new_agent is None or new_agent.id != item.new_agent_id:
+            return
+        old_agent = self._agent
+        if old_agent is not None and old_agent.id != item.old_agent_id:
+            old_agent = None
+        handoff = AgentHandoffEvent(item=item, old_agent=old_agent, new_agent=new_agent)
         self.segments.append(_Segment(handoff=handoff))
         self._agent = new_agent
 
