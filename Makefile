@@ -21,7 +21,7 @@ endif
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit docs bench clean
+.PHONY: demo test lint typecheck unit docs bench fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,19 @@ endif
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# The interleaving fuzzer (tests/fuzz): random plans in real sessions on a virtual
+# clock, checked against the invariants in tests/fuzz/oracle.py. Runs FUZZ_RUNS
+# sessions or FUZZ_MINUTES minutes, whichever comes first; prints runs, runs/s and
+# each class of violation with a minimized plan; exits non-zero on any violation.
+# e.g. `make fuzz FUZZ_MINUTES=5`, `make fuzz FUZZ_RUNS=1000 FUZZ_SEED=42 FUZZ_JOBS=2`
+FUZZ_RUNS ?= 20000
+FUZZ_MINUTES ?=
+FUZZ_SEED ?=
+FUZZ_JOBS ?= 1
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz --runs $(FUZZ_RUNS) --jobs $(FUZZ_JOBS) \
+		$(if $(FUZZ_MINUTES),--minutes $(FUZZ_MINUTES)) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 clean:
 	rm -rf .venv .venv-lk-* demo-output .pytest_cache .mypy_cache .ruff_cache

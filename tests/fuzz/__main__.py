@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     classes: dict[str, tuple[int, int]] = {}  # signature -> (first seed, count)
     failing_runs = 0
     last_report = started
+    shrinking = [0.0, 0.0]  # wall and CPU seconds spent minimizing (not fuzzing)
 
     def record(seed: int, violations: list[tuple[str, str]]) -> list[str]:
         nonlocal failing_runs
@@ -118,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.quiet or (not force and now - last_report < 10):
             return
         last_report = now
-        elapsed = now - started
+        elapsed = now - started - shrinking[0]
         print(
-            f"  {runs} runs, {runs / elapsed:.1f} runs/s, {failing_runs} failing, "
+            f"  {runs} runs, {runs / max(elapsed, 1e-9):.1f} runs/s, {failing_runs} failing, "
             f"{len(classes)} violation classes",
             flush=True,
         )
@@ -128,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     def report_new(sig: str, seed: int) -> None:
         plan = random_plan(seed)
         print(f"\nNEW {sig}\n  first seen with seed {seed}; minimizing...", flush=True)
+        wall, cpu = time.monotonic(), time.process_time()
         small, outcome, n = shrink(plan, sig, seconds=args.shrink_seconds)
+        shrinking[0] += time.monotonic() - wall
+        shrinking[1] += time.process_time() - cpu
         print(f"  minimized in {n} runs; reproduction:\n")
         print("    " + snippet(small).replace("\n", "\n    "))
         if outcome is not None:
@@ -159,10 +163,14 @@ def main(argv: list[str] | None = None) -> int:
                         for sig in record(seed, violations):
                             report_new(sig, seed)
                 progress()
-    elapsed = time.monotonic() - started
-    cpu = time.process_time() - cpu0
+    elapsed = time.monotonic() - started - shrinking[0]
+    cpu = time.process_time() - cpu0 - shrinking[1]
     print("\nsummary")
-    print(f"  runs: {runs} in {elapsed:.0f} s: {runs / max(elapsed, 1e-9):.1f} runs/s", end="")
+    print(
+        f"  runs: {runs} in {elapsed:.0f} s of fuzzing (+{shrinking[0]:.0f} s minimizing): "
+        f"{runs / max(elapsed, 1e-9):.1f} runs/s",
+        end="",
+    )
     if args.jobs <= 1:
         print(f" ({runs / max(cpu, 1e-9):.1f} runs per CPU second)")
     else:

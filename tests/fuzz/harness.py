@@ -664,10 +664,7 @@ def run_plan(plan: Plan) -> Outcome:
     records: list[logging.LogRecord] = []
     loop_errors: list[str] = []
     pkg = logging.getLogger("livekit_async_tools")
-    saved = [
-        (lg, lg.level, lg.propagate, list(lg.handlers))
-        for lg in map(logging.getLogger, _KEEP_LOGGERS)
-    ]
+    saved = [(lg, lg.level, lg.propagate) for lg in map(logging.getLogger, _KEEP_LOGGERS)]
     capture = _Records(records)
     pkg.setLevel(logging.DEBUG)
     pkg.addHandler(capture)
