@@ -1,0 +1,1 @@
+"""Test support that is not part of the package: a strict OpenAI-compatible server."""
