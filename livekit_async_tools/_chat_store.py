@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from livekit.agents import Agent, llm
@@ -11,7 +12,7 @@ from livekit.agents import Agent, llm
 from . import _compat
 from ._ports import PendingItem
 
-__all__ = ["ChatStore"]
+__all__ = ["ChatStore", "said_after"]
 
 
 @dataclass(eq=False)
@@ -119,3 +120,25 @@ def _call_key(item: llm.ChatItem) -> tuple[str, str] | None:
     if isinstance(item, (llm.FunctionCall, llm.FunctionCallOutput)):
         return item.type, item.call_id
     return None
+
+
+def said_after(items: Sequence[llm.ChatItem], item_ids: set[str]) -> bool:
+    """True if a said message follows the earliest of the items ``item_ids`` names.
+
+    Walks back from the end to those items, so it only reads what came after them.
+    An interrupted agent message does not count: the caller did not hear it all.
+    """
+    ids = set(item_ids)
+    said = False
+    for item in reversed(items):
+        if isinstance(item, (llm.FunctionCall, llm.FunctionCallOutput)):
+            if item.call_id in ids:
+                ids.discard(item.call_id)
+                if not ids or said:
+                    return said
+            continue
+        if isinstance(item, llm.ChatMessage) and (
+            item.role == "user" or (item.role == "assistant" and not item.interrupted)
+        ):
+            said = True
+    return False

@@ -13,6 +13,7 @@ from livekit.agents.version import __version__ as LIVEKIT_AGENTS_VERSION
 
 if TYPE_CHECKING:
     from livekit.agents import Agent, AgentSession
+    from livekit.agents.voice import SpeechHandle
 
 __all__ = [
     "HANDOFF_ITEMS",
@@ -23,6 +24,7 @@ __all__ = [
     "caller_turn_wait",
     "function_call",
     "notify_lifecycle",
+    "reply_failed",
     "update_agent_chat_ctx",
 ]
 
@@ -140,3 +142,10 @@ def function_call(
     if extra:
         return llm.FunctionCall(call_id=call_id, name=name, arguments=arguments, extra=dict(extra))
     return llm.FunctionCall(call_id=call_id, name=name, arguments=arguments)
+
+
+def reply_failed(handle: SpeechHandle) -> bool:
+    """True if a finished reply ended with an error (``SpeechHandle.exception``, 1.8+;
+    earlier releases report no failure)."""
+    exception = getattr(handle, "exception", None)
+    return callable(exception) and exception() is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal, Protocol, TypeAlias, TypeVar
 
 __all__ = [
     "MAX_CALL_ID_LENGTH",
@@ -25,6 +25,7 @@ __all__ = [
     "reply_outcome",
     "retry_delay",
     "route",
+    "select",
     "step",
 ]
 
@@ -171,6 +172,34 @@ def may_cut_in(floor: Floor) -> bool:
         and not floor.dispatch_busy
         and floor.agent_state in (*_QUIET_AGENT_STATES, "speaking")
     )
+
+
+# -- coalescing -------------------------------------------------------------------------
+
+
+class _Selectable(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def mode(self) -> str: ...
+
+
+_S = TypeVar("_S", bound=_Selectable)
+
+
+def select(batch: list[_S]) -> list[_S]:
+    """The items of ``batch`` one reply speaks: every result and update, every ``all``
+    follow-up and the oldest ``one_at_a_time`` one."""
+    speak: list[_S] = []
+    one_taken = False
+    for p in batch:
+        if p.kind != "follow_up" or p.mode == "all":
+            speak.append(p)
+        elif not one_taken:
+            speak.append(p)
+            one_taken = True
+    return speak
 
 
 # -- replies ----------------------------------------------------------------------------

@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from livekit.agents import Agent, AgentSession, llm
 
 from . import _compat, _policy
-from ._chat_store import ChatStore
+from ._chat_store import ChatStore, said_after
 from ._log import logger
-from ._ports import CallIdentity, PendingItem, Services
-from ._spec import FollowUpMode
+from ._pending import Pending
+from ._ports import PendingItem, Services
 from ._texts import instructions
 from .events import ReplyStatus, ReplyUpdated
 from .gate import Gate
-from .options import Delivery
 
 if TYPE_CHECKING:
     from livekit.agents.voice import SpeechHandle
 
-__all__ = ["DeliveryQueue", "select"]
+__all__ = ["DeliveryQueue"]
 
 
 @dataclass(eq=False)
@@ -48,38 +46,19 @@ def _said(handle: SpeechHandle) -> bool:
     )
 
 
-def _failed(handle: SpeechHandle) -> bool:
-    """True if the reply ended with an error (``SpeechHandle.exception``, livekit >= 1.8)."""
-    exception = getattr(handle, "exception", None)
-    return callable(exception) and exception() is not None
-
-
-def select(batch: list[PendingItem]) -> list[PendingItem]:
-    """The items of ``batch`` one reply speaks: every result and update, every ``all``
-    follow-up and the oldest ``one_at_a_time`` one."""
-    speak: list[PendingItem] = []
-    one_taken = False
-    for p in batch:
-        if p.kind != "follow_up" or p.mode == "all":
-            speak.append(p)
-        elif not one_taken:
-            speak.append(p)
-            one_taken = True
-    return speak
-
-
 _MAX_DECISIONS = 8
 """Decide-act rounds of one delivery: every await (a context write, cutting the agent)
 is followed by a fresh decision; a world that keeps changing ends the round."""
 
 
 class DeliveryQueue:
-    """Pending items of one session, spoken through the `Gate`.
+    """When and how pending items are spoken, through the `Gate`.
 
     All items the current agent may speak go into one ``generate_reply`` once the
     gate has been quiet for ``settle_delay`` (``"interrupt"`` items go as soon as the
     caller is done, cutting the agent's own speech). The decision to speak is taken
-    with no ``await`` between it and ``generate_reply``.
+    with no ``await`` between it and ``generate_reply``, and taken again after every
+    ``await``. A refused reply is retried after a growing delay.
     """
 
     def __init__(
@@ -89,24 +68,24 @@ class DeliveryQueue:
         self._session = session
         self.gate = gate
         self._store = store
-        self._pending: list[PendingItem] = []
+        self.pending = Pending(services, gate, store, self._finish, self.evaluate)
         self._replies: dict[str, _Reply] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._refusals = 0
         self._delivering = False
-        self._closed = False
-        self._follow_up_ids = itertools.count(1)
-        # the newest spoken item of each call still in play: older updates are superseded
-        self._latest: dict[str, PendingItem] = {}
+
+    @property
+    def _closed(self) -> bool:
+        return self.pending.closed
 
     @property
     def idle(self) -> bool:
         """No pending item, no reply being scheduled or spoken."""
-        return not self._pending and not self._replies and not self._delivering
+        return not self.pending and not self._replies and not self._delivering
 
     def describe(self) -> list[str]:
-        lines = [f"pending {p.kind} {p.item_id}" for p in self._pending]
+        lines = self.pending.describe()
         for reply in self._replies.values():
             ids = ", ".join(dict.fromkeys(p.call_id for p in reply.items))
             lines.append(f"reply {reply.handle.id} being spoken for {ids}")
@@ -114,134 +93,24 @@ class DeliveryQueue:
             lines.append("a reply is being scheduled")
         return lines
 
-    # -- adding ------------------------------------------------------------------------
-
-    def add(
-        self,
-        call: CallIdentity,
-        *,
-        kind: Literal["update", "final"],
-        suffix: str,
-        output: str,
-        is_error: bool,
-        delivery: Delivery,
-    ) -> PendingItem | None:
-        """Queue a call's item and start writing it into its record target's context.
-
-        Returns the item (await `recorded` for the write), or ``None`` once the session
-        is closed (a spoken item is then reported dropped).
-        """
-        item_id = _policy.derived_call_id(call.call_id, suffix)
-        item = PendingItem(
-            call_id=call.call_id,
-            kind=kind,
-            origin=call.origin,
-            on_handoff=call.on_handoff,
-            delivery=delivery,
-            item_id=item_id,
-            tool_name=call.tool_name,
-            chat_items=[
-                _compat.function_call(
-                    call_id=item_id,
-                    name=call.tool_name,
-                    arguments=call.raw_arguments,
-                    extra=call.extra,
-                ),
-                llm.FunctionCallOutput(
-                    call_id=item_id, name=call.tool_name, output=output, is_error=is_error
-                ),
-            ],
-        )
-        if self._closed:
-            if delivery != "silent":
-                self._emit([item], "dropped", reason="session_closed")
-            return None
-        if delivery != "silent" or kind == "final":
-            previous = self._latest.pop(call.call_id, None)
-            if delivery != "silent":
-                self._latest[call.call_id] = item
-            if previous is not None and previous in self._pending:
-                self._remove([previous])
-                self._emit([previous], "skipped", reason="superseded")
-        item.recording = self._services.spawn(self._record(item), name="async-tool:record")
-        if delivery != "silent":
-            self._admit(item)
-        self.evaluate()
-        return item
-
-    @staticmethod
-    async def recorded(item: PendingItem) -> None:
-        """Wait until ``item`` is written into its record target's context."""
-        if item.recording is not None:
-            await asyncio.shield(item.recording)
-
-    async def _record(self, item: PendingItem) -> None:
-        target = self.gate.record_target(item.origin, item.on_handoff)
-        if target is not None:
-            await self._store.insert(target, [item])
-
-    def add_follow_up(
-        self, text: str, *, origin: Agent, on_handoff: str, mode: FollowUpMode
-    ) -> str:
-        """Queue an instruction spoken at the next quiet moment; returns its id."""
-        if self._closed:
-            raise RuntimeError("the session is closed; the follow-up was not queued")
-        follow_up_id = f"follow_up_{next(self._follow_up_ids)}"
-        self._admit(
-            PendingItem(
-                call_id=follow_up_id,
-                kind="follow_up",
-                origin=origin,
-                on_handoff=on_handoff,
-                delivery="when_idle",
-                item_id=follow_up_id,
-                text=text,
-                mode=mode,
-            )
-        )
-        self.evaluate()
-        return follow_up_id
-
-    def _admit(self, item: PendingItem) -> None:
-        if self._route(item) == "drop":
-            self._finish([item], "dropped", reason="origin_closed")
-        else:
-            self._pending.append(item)
-
     # -- the decision ----------------------------------------------------------------
-
-    def _route(self, item: PendingItem) -> _policy.Route:
-        return _policy.route(
-            self.gate.origin_state(item.origin),
-            item.on_handoff,
-            current_ready=self.gate.current_ready(),
-        )
 
     def on_lifecycle(self) -> None:
         """An agent was handed off, closed or handed back to: drop what nobody may ever
         speak (origin handed off under ``cancel``), then look again."""
         if self._closed:
             return
-        routes: dict[int, _policy.Route] = {}
-        dropped = [
-            p for p in self._pending if routes.setdefault(id(p.origin), self._route(p)) == "drop"
-        ]
-        if dropped:
-            self._remove(dropped)
-            self._finish(dropped, "dropped", reason="origin_closed")
+        self.pending.sweep()
         self.evaluate()
 
     def _decide(self) -> _Batch | None:
         """What to speak right now, and to whom, from a fresh look at the session."""
-        if self._closed or not self._pending or self._retry is not None:
+        if self._closed or not self.pending or self._retry is not None:
             return None  # (a refused reply waits for its backoff)
         current = self.gate.current()
         if current is None or not self.gate.current_ready():
             return None
-        routes: dict[int, _policy.Route] = {}
-        batch = select(
-            [p for p in self._pending if routes.setdefault(id(p.origin), self._route(p)) != "wait"]
-        )
+        batch = _policy.select(self.pending.speakable())
         if not batch:
             return None
         if any(p.delivery == "interrupt" for p in batch) and self.gate.may_cut_in(current):
@@ -280,13 +149,6 @@ class DeliveryQueue:
     def _start(self) -> None:
         self._delivering = True
         self._services.spawn(self._deliver(), name="async-tool:deliver")
-
-    def drop_call(self, call_id: str, reason: str) -> None:
-        """Drop the pending items of one call (e.g. it was cancelled at handoff)."""
-        dropped = [p for p in self._pending if p.call_id == call_id]
-        if dropped:
-            self._remove(dropped)
-            self._finish(dropped, "dropped", reason=reason)
 
     # -- speaking ----------------------------------------------------------------------
 
@@ -335,7 +197,7 @@ class DeliveryQueue:
             self._back_off()
             return
         self._refusals = 0
-        self._remove(speak)
+        self.pending.remove(speak)
         self._replies[handle.id] = _Reply(items=speak, handle=handle)
         self.gate.track(handle, target)
         self._emit(speak, "scheduled", speech_id=handle.id)
@@ -355,7 +217,7 @@ class DeliveryQueue:
                 if p.write_failures > self._services.options.max_redeliveries:
                     exhausted.append(p)
         if exhausted:
-            self._remove(exhausted)
+            self.pending.remove(exhausted)
             self._finish(exhausted, "dropped", reason="context_update_failed")
         self._back_off()
 
@@ -375,31 +237,10 @@ class DeliveryQueue:
             tool_names=[p.tool_name for p in results],
             item_ids=[p.item_id for p in results],
             redelivery=any(p.attempts for p in results),
-            maybe_covered=bool(results) and self._covered_later(target, results),
+            maybe_covered=bool(results)
+            and said_after(target.chat_ctx.items, {p.item_id for p in results}),
             follow_ups=[p.text for p in items if p.kind == "follow_up"],
         )
-
-    @staticmethod
-    def _covered_later(target: Agent, items: list[PendingItem]) -> bool:
-        """True if a said message follows the earliest of ``items`` in the context.
-
-        Walks back from the end to the items, so it only reads what came after them.
-        An interrupted agent message does not count: the caller did not hear it all.
-        """
-        ids = {p.item_id for p in items}
-        said_after = False
-        for item in reversed(target.chat_ctx.items):
-            if isinstance(item, (llm.FunctionCall, llm.FunctionCallOutput)):
-                if item.call_id in ids:
-                    ids.discard(item.call_id)
-                    if not ids or said_after:
-                        return said_after
-                continue
-            if isinstance(item, llm.ChatMessage) and (
-                item.role == "user" or (item.role == "assistant" and not item.interrupted)
-            ):
-                said_after = True
-        return False
 
     def _on_reply_done(self, handle: SpeechHandle) -> None:
         reply = self._replies.pop(handle.id, None)
@@ -408,7 +249,7 @@ class DeliveryQueue:
         outcome = _policy.reply_outcome(
             closed=self._closed,
             interrupted=handle.interrupted,
-            failed=_failed(handle),
+            failed=_compat.reply_failed(handle),
             said=_said(handle),
         )
         if outcome == "closed":
@@ -433,7 +274,7 @@ class DeliveryQueue:
         """Put a cut or failed reply's items back, unless superseded or out of attempts."""
         again: list[PendingItem] = []
         for p in items:
-            if p.kind != "follow_up" and self._latest.get(p.call_id) is not p:
+            if self.pending.superseded(p):
                 self._emit([p], "skipped", reason="superseded", speech_id=speech_id)
                 continue
             p.attempts += 1
@@ -442,11 +283,7 @@ class DeliveryQueue:
                 self._finish([p], "dropped", reason=reason, speech_id=speech_id)
             else:
                 again.append(p)
-        self._pending[:0] = again
-
-    def _remove(self, items: list[PendingItem]) -> None:
-        gone = set(map(id, items))
-        self._pending = [p for p in self._pending if id(p) not in gone]
+        self.pending.put_back(again)
 
     def _finish(
         self,
@@ -456,10 +293,9 @@ class DeliveryQueue:
         reason: str | None = None,
         speech_id: str | None = None,
     ) -> None:
-        """Report a terminal status; the items' calls stop being tracked here."""
-        for p in items:
-            if self._latest.get(p.call_id) is p and p.kind == "final":
-                del self._latest[p.call_id]
+        """Report a status; a terminal one ends the items' tracking."""
+        if status != "interrupted" and status != "scheduled":
+            self.pending.finished(items)
         self._emit(items, status, reason=reason, speech_id=speech_id)
 
     def _emit(
@@ -483,17 +319,8 @@ class DeliveryQueue:
         """Drop everything pending: ``origin_closed`` for held items, else ``session_closed``."""
         if self._closed:
             return
-        reasons = [
-            (p, _policy.close_reason(self.gate.origin_state(p.origin), p.on_handoff))
-            for p in self._pending
-        ]
-        self._closed = True
         self._cancel_timer()
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        self._pending = []
-        for reason in ("origin_closed", "session_closed"):
-            items = [p for p, r in reasons if r == reason]
-            if items:
-                self._finish(items, "dropped", reason=reason)
+        self.pending.close()
