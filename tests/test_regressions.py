@@ -12,6 +12,7 @@ import pytest
 from livekit.agents import Agent, AgentSession
 
 from livekit_async_tools import AsyncRunContext, AsyncToolOptions, function_tool
+from livekit_async_tools._compat import HANDOFF_ITEMS
 from livekit_async_tools.testing import ScriptedLLM, ToolCall
 
 from .conftest import Recorder, keyword_brain, start
@@ -247,6 +248,9 @@ class Travel(Agent):
         return f"3 flights to {city}"
 
 
+@pytest.mark.skipif(
+    not HANDOFF_ITEMS, reason="livekit-agents < 1.5 emits no handoff item to time the result by"
+)
 async def test_hand_back_result_is_spoken_by_its_origin_not_the_intermediate_agent() -> None:
     release = Release()
     travel = Travel(release)
