@@ -567,6 +567,124 @@ async def test_app_update_agent_with_chat_ctx_copy_while_a_result_waits(
         assert len(call_ids(nxt)) == len(set(call_ids(nxt)))
 
 
+class ProgressTravel(Travel):
+    @function_tool
+    async def search_flights(self, ctx: AsyncRunContext, city: str) -> str:
+        """Search flights to a city."""
+        await ctx.update("searching")
+        await self.flights.wait()
+        await ctx.update("found some flights")
+        await self.hotels.wait()
+        return f"3 flights to {city}"
+
+
+@pytest.mark.parametrize("next_agent", [Hotel, HotelWithFlights], ids=["other_tools", "same_tool"])
+async def test_handoff_with_chat_ctx_copy_while_a_progress_update_waits(
+    openai_server: OpenAIServer, next_agent: type[Agent]
+) -> None:
+    """A progress update recorded, not spoken, when the app hands off with a context copy;
+    the task is still running (so the new agent gets the control tools) and ends later."""
+    travel = ProgressTravel()
+    async with wire(openai_server, travel, AsyncToolOptions(settle_delay=0.5)) as (
+        session,
+        runtime,
+        _rec,
+    ):
+        await session.run(user_input="flight")
+        travel.flights.set()
+        await poll(lambda: any("_update_" in cid for cid in call_ids(travel)))
+        nxt = next_agent(chat_ctx=travel.chat_ctx)
+        session.update_agent(nxt)
+        await until(session, lambda: _closed(travel))
+        await session.run(user_input="anything new?")
+        travel.hotels.set()
+        await runtime.settle(timeout=10)
+        assert "Result: 3 flights to Paris" in " | ".join(spoken(session))
+        await session.run(user_input="thanks")
+        assert len(call_ids(nxt)) == len(set(call_ids(nxt)))
+
+
+class VerifyingEmail(CollectEmail):
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    @function_tool
+    async def verify_email(self, ctx: AsyncRunContext, email: str) -> str:
+        """Check that an email address exists."""
+        await ctx.update("checking the address")
+        await self.gate.wait()
+        return f"{email} exists"
+
+
+async def test_agent_tasks_own_async_tool_is_delivered_to_the_task(
+    openai_server: OpenAIServer,
+) -> None:
+    gate = asyncio.Event()
+
+    class Booking(Travel):
+        @function_tool
+        async def collect_email(self) -> str:
+            """Collect the caller's email address."""
+            email = await VerifyingEmail(gate)
+            return f"email {email}"
+
+    openai_server.brain = keyword_brain(
+        {**RULES, "verify": ToolCall("verify_email", {"email": "ann@example.com"})},
+        on_instructions=ON_INSTRUCTIONS,
+    )
+    async with wire(openai_server, Booking()) as (session, runtime, rec):
+        await session.run(user_input="find a flight")
+        booking = session.generate_reply(user_input="book it")
+        await until(
+            session,
+            lambda: (
+                isinstance(session.current_agent, VerifyingEmail)
+                and session.agent_state == "listening"
+            ),
+            timeout=10,
+        )
+        task = session.current_agent
+        await session.run(user_input="please verify it")
+        gate.set()
+        await until(
+            session,
+            lambda: any(e.status == "delivered" for e in rec.of("reply_updated")),
+            timeout=10,
+        )
+        assert session.current_agent is task
+        assert "Result: ann@example.com exists" in spoken(session)
+        await session.run(user_input="ann@example.com")
+        await booking
+        session.current_agent.flights.set()  # type: ignore[attr-defined]
+        await runtime.settle(timeout=10)
+        await session.run(user_input="thanks")
+
+
+async def test_silent_updates_and_duplicate_calls(openai_server: OpenAIServer) -> None:
+    class Quiet(Travel):
+        @function_tool
+        async def search_flights(self, ctx: AsyncRunContext, city: str) -> str:
+            """Search flights to a city."""
+            await ctx.update("searching")
+            for n in range(3):
+                await ctx.update(f"page {n}", delivery="silent")
+            await self.flights.wait()
+            return f"3 flights to {city}"
+
+    agent = Quiet()
+    async with wire(openai_server, agent) as (session, runtime, _rec):
+        await session.run(user_input="flight")
+        second = await session.run(user_input="flight again")  # rejected as a duplicate
+        outs = [e.item.output for e in second.events if e.type == "function_call_output"]
+        assert "already running" in outs[0]
+        await session.run(user_input="how is it going")
+        agent.flights.set()
+        await runtime.settle(timeout=10)
+        assert spoken(session)[-1] == "Result: 3 flights to Paris"
+        await session.run(user_input="thanks")
+
+
 async def test_control_tools_listed_and_used_by_the_llm(openai_server: OpenAIServer) -> None:
     def brain(req: ChatRequest) -> Reply:
         last = req.last
