@@ -1,25 +1,75 @@
 """A real voice agent with slow tools: OpenAI (LLM, STT, TTS) and silero VAD.
 
 Shows a slow flight search in the background, an `AgentTask` that collects the
-caller's email while the search runs, a cancellable booking-status watch and a
-timeout. Run it the livekit way:
+caller's email while the search runs, a booking watch the caller can cancel (the LLM
+uses the `get_running_tasks` / `cancel_task` control tools) and a fare-rules lookup
+that gives up after a timeout. Run it the livekit way:
 
     OPENAI_API_KEY=... python examples/flight_agent.py console
+    OPENAI_API_KEY=... python examples/flight_agent.py console --text   # type, no audio
     python examples/flight_agent.py dev      # with LIVEKIT_URL / _API_KEY / _API_SECRET
 
-Needs the ``examples`` extra (livekit-plugins-openai, livekit-plugins-silero). The
-flight API here is simulated; the tests exercise these tools offline with the
-scripted LLM and `mock_tools` (tests/test_examples.py).
+Any OpenAI-compatible server works for the LLM: set ``OPENAI_BASE_URL`` (and
+``OPENAI_MODEL``). Offline, in text mode, against the project's strict test server
+with the scripted caller's brain from the CI test:
+
+    python -m tests.support.openai_server --port 8089 \\
+        --brain tests.test_flight_agent_example:flight_brain
+    OPENAI_BASE_URL=http://127.0.0.1:8089/v1 OPENAI_API_KEY=test \\
+        python examples/flight_agent.py console --text
+
+The airline is simulated (`Airline`); ``FLIGHT_AGENT_TIME_SCALE=0.1`` makes it, and
+the tools' timeouts, ten times faster. Needs the ``examples`` extra
+(livekit-plugins-openai, livekit-plugins-silero). CI runs this agent end to end
+against the strict test server (tests/test_flight_agent_example.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 
 from livekit.agents import Agent, AgentSession, AgentTask, JobContext, WorkerOptions, cli
 
-from livekit_async_tools import AsyncRunContext, AsyncToolOptions, attach, function_tool
+# Plugins register themselves when imported, and livekit requires that on the main
+# thread: import them here, at module level, never inside the entrypoint (which runs
+# in a job thread or process).
+from livekit.plugins import openai, silero
+
+from livekit_async_tools import (
+    AsyncRunContext,
+    AsyncToolOptions,
+    AsyncToolRuntime,
+    attach,
+    function_tool,
+)
+
+TIME_SCALE = float(os.environ.get("FLIGHT_AGENT_TIME_SCALE", "1"))
+"""Multiplies every simulated delay and every tool timeout (1 = real time)."""
+
+
+def seconds(value: float) -> float:
+    """``value`` seconds of demo time, in real seconds."""
+    return value * TIME_SCALE
+
+
+class Airline:
+    """The simulated airline APIs: how long each call takes, in demo seconds."""
+
+    search_stage: tuple[float, float] = (5.0, 15.0)
+    """Each of the two search stages takes a random time in this range."""
+    confirmation: float = 30.0
+    """A watched booking is confirmed after this long."""
+    fare_rules: tuple[float, float] = (10.0, 40.0)
+    """The fare-rules service is slow; beyond 20 s the tool gives up."""
+
+    async def wait(self, span: float | tuple[float, float]) -> None:
+        low, high = span if isinstance(span, tuple) else (span, span)
+        await asyncio.sleep(seconds(random.uniform(low, high)))
+
+
+AIRLINE = Airline()
 
 
 class CollectEmail(AgentTask[str]):
@@ -53,7 +103,7 @@ class TravelAgent(Agent):
             )
         )
 
-    @function_tool(timeout=90)
+    @function_tool(timeout=seconds(90))
     async def search_flights(self, ctx: AsyncRunContext, origin: str, destination: str) -> str:
         """Search flights between two cities (takes up to a minute).
 
@@ -62,12 +112,12 @@ class TravelAgent(Agent):
             destination: Arrival city.
         """
         await ctx.update(f"searching flights from {origin} to {destination}")
-        await asyncio.sleep(random.uniform(5, 15))  # the airline APIs
+        await AIRLINE.wait(AIRLINE.search_stage)
         await ctx.update("checked the first airlines")
-        await asyncio.sleep(random.uniform(5, 15))
+        await AIRLINE.wait(AIRLINE.search_stage)
         return f"3 flights from {origin} to {destination}; the cheapest is 189 dollars"
 
-    @function_tool(cancellable=True, timeout=600, on_handoff="cancel")
+    @function_tool(cancellable=True, timeout=seconds(600), on_handoff="cancel")
     async def watch_booking(self, ctx: AsyncRunContext, booking_ref: str) -> str:
         """Watch a booking and report when it is confirmed (the caller may cancel this).
 
@@ -77,8 +127,20 @@ class TravelAgent(Agent):
         stop = asyncio.Event()
         ctx.on_cancel(stop.set)  # e.g. unsubscribe from the airline's webhook
         await ctx.update(f"watching booking {booking_ref}")
-        await asyncio.sleep(30)
+        await AIRLINE.wait(AIRLINE.confirmation)
         return f"booking {booking_ref} is confirmed"
+
+    @function_tool(timeout=seconds(20))
+    async def get_fare_rules(self, ctx: AsyncRunContext, flight_number: str) -> str:
+        """Look up the fare rules of a flight: baggage, changes, refunds (the airline's
+        rules service is slow; this gives up after 20 seconds).
+
+        Args:
+            flight_number: The flight number, e.g. TS123.
+        """
+        await ctx.update(f"asking the airline for the fare rules of {flight_number}")
+        await AIRLINE.wait(AIRLINE.fare_rules)
+        return f"{flight_number}: one checked bag, changes 50 dollars, no refunds"
 
     @function_tool
     async def collect_email(self) -> str:
@@ -87,17 +149,28 @@ class TravelAgent(Agent):
         return f"email recorded: {email}"
 
 
-async def entrypoint(ctx: JobContext) -> None:
-    from livekit.plugins import openai, silero
+def build_llm() -> openai.LLM:
+    """OpenAI's Chat Completions, or the OpenAI-compatible server at ``OPENAI_BASE_URL``."""
+    base_url = os.environ.get("OPENAI_BASE_URL")
+    model = os.environ.get("OPENAI_MODEL", "gpt-4.1-mini")
+    return openai.LLM(model=model, base_url=base_url) if base_url else openai.LLM(model=model)
 
+
+def attach_runtime(session: AgentSession) -> AsyncToolRuntime:
+    """The async-tool runtime of the session, logging how each background call ended."""
+    runtime = attach(session, AsyncToolOptions(settle_delay=0.4))
+    runtime.on("task_ended", lambda ev: print(f"[{ev.call_id}] {ev.status}"))
+    return runtime
+
+
+async def entrypoint(ctx: JobContext) -> None:
     session: AgentSession = AgentSession(
-        llm=openai.LLM(model="gpt-4.1-mini"),
+        llm=build_llm(),
         stt=openai.STT(),
         tts=openai.TTS(),
         vad=silero.VAD.load(),
     )
-    runtime = attach(session, AsyncToolOptions(settle_delay=0.4))
-    runtime.on("task_ended", lambda ev: print(f"[{ev.call_id}] {ev.status}"))
+    attach_runtime(session)
     await session.start(agent=TravelAgent(), room=ctx.room)
 
 

@@ -1060,4 +1060,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # run the importable module's `main`, so a brain importing `ToolCall` from it and the
+    # server agree on the classes
+    importlib.import_module(__spec__.name).main() if __spec__ else main()
