@@ -198,8 +198,8 @@ class ScriptedLLM(llm.LLM):  # type: ignore[type-arg]
     def check(self) -> None:
         """Raise if a sequence script was not used exactly.
 
-        Checks whatever `strict` says: call it at the end of a test (the pytest
-        plugin does so for strict LLMs).
+        Checks regardless of `strict`: call it at the end of a test (the pytest
+        plugin does so, for strict LLMs only, once a test has passed).
 
         Raises:
             AssertionError: A request came after the script was used up, or replies

@@ -71,10 +71,10 @@ def pytest_unconfigure() -> None:
     unguard_livekit_mock_tools()
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(wrapper=True)
 def pytest_pycollect_makeitem(
     collector: pytest.Module | pytest.Class, name: str, obj: object
-) -> Generator[None, None, None]:
+) -> Generator[None, object, object]:
     """Mark ``async def`` tests that request this plugin's fixtures for pytest-asyncio.
 
     In pytest-asyncio's default strict mode an unmarked ``async def`` test is not
@@ -92,7 +92,7 @@ def pytest_pycollect_makeitem(
         )
     ):
         pytest.mark.asyncio(obj)
-    yield
+    return (yield)
 
 
 def _check_later(request: pytest.FixtureRequest, scripted: ScriptedLLM) -> None:
