@@ -1009,14 +1009,41 @@ async def test_a_thousand_updates_keep_ids_short(openai_server: OpenAIServer) ->
 # -- control-tool churn (issue 13, item 5) -----------------------------------------------
 
 
+class Plain(Agent):
+    """An agent that never uses async tools."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="You are the front desk.")
+
+    @function_tool
+    async def get_weather(self, city: str) -> str:
+        """Today's weather in a city."""
+        return f"sunny in {city}"
+
+
+CONTROL = {"get_running_tasks", "cancel_task"}
+
+
 @pytest.mark.parametrize("mode", ["dynamic", "always", "never"])
 async def test_control_tool_churn(
     openai_server: OpenAIServer, mode: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Tool-list changes between consecutive requests, per background call (printed)."""
+    """Tool-list changes between consecutive requests, per background call (printed), and
+    whether an agent that never uses async tools is shown the control tools."""
     calls = 3
-    agent = Travel()
     options = AsyncToolOptions(settle_delay=0.05, control_tools=mode)  # type: ignore[arg-type]
+
+    plain_server = OpenAIServer(BRAIN)
+    await plain_server.start()
+    try:
+        async with wire(plain_server, Plain(), options) as (session, _runtime, _rec):
+            for n in range(3):
+                await session.run(user_input=f"weather please {n}")
+        plain_saw_control = any(CONTROL & set(r.tool_names) for r in plain_server.requests)
+    finally:
+        await plain_server.aclose()
+
+    agent = Travel()
     async with wire(openai_server, agent, options) as (session, runtime, _rec):
         await session.run(user_input="hello")
         for n in range(calls):
@@ -1026,11 +1053,18 @@ async def test_control_tool_churn(
             agent.flights.set()
             await runtime.settle(timeout=10)
             await session.run(user_input=f"more small talk {n}")
+    reqs = openai_server.requests
     changes = openai_server.tool_list_changes()
+    with_control = sum(1 for r in reqs if set(r.tool_names) >= CONTROL)
     with capsys.disabled():
         print(
-            f"\ncontrol_tools={mode}: {len(openai_server.requests)} requests, {changes} tool-list "
-            f"changes for {calls} background calls = {changes / calls:.2f} per call"
+            f"\ncontrol_tools={mode}: {changes} tool-list changes in {len(reqs)} requests for "
+            f"{calls} background calls = {changes / calls:.2f} per call; control tools in "
+            f"{with_control}/{len(reqs)} requests; shown to an agent without async tools: "
+            f"{plain_saw_control}"
         )
     if mode == "never":
+        assert changes == 0
+        assert with_control == 0
+    if mode == "always":
         assert changes == 0
