@@ -137,7 +137,10 @@ class _Recorder:
         """The pair the reply speaks for each of its calls: the newest deferred item the
         package recorded for that call in ``target``'s context (a call has at most one
         item waiting to be spoken; newer progress supersedes older). Items already shown
-        by an earlier reply of this wait (a re-delivery) are not repeated."""
+        by an earlier reply of this wait (a re-delivery) are not repeated.
+
+        `ReplyUpdated` names calls, not items: a ``"silent"`` update recorded after the
+        progress being spoken is newer, and is shown in its place."""
         items = [
             item
             for item in target.chat_ctx.items
