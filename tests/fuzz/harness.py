@@ -659,8 +659,6 @@ _KEEP_LOGGERS = ("livekit_async_tools", "livekit.agents", "livekit")
 def run_plan(plan: Plan) -> Outcome:
     """Run ``plan`` in a fresh virtual-time event loop and check every invariant."""
     wall = time.perf_counter()
-    harness = Harness(plan)
-    outcome = Outcome(plan)
     records: list[logging.LogRecord] = []
     loop_errors: list[str] = []
     pkg = logging.getLogger("livekit_async_tools")
@@ -673,36 +671,16 @@ def run_plan(plan: Plan) -> Outcome:
         lg = logging.getLogger(name)
         lg.setLevel(logging.CRITICAL)
         lg.propagate = False
-    loop = looptime.new_event_loop(noop_cycles=1)
-    # objects older than this run need no scanning: the collection at the end (which
-    # surfaces "never retrieved" / "never awaited") then only walks this run's garbage
+    # Objects older than this run need no scanning: the collection below (which
+    # surfaces "never retrieved" / "never awaited") walks only what this run made,
+    # and runs once the run's session, agents and loop are unreachable.
     gc.freeze()
-
-    def on_loop_error(_loop: Any, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        loop_errors.append(f"{context.get('message')}: {exc!r}" if exc else str(context))
-
-    loop.set_exception_handler(on_loop_error)
     try:
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
             try:
-                loop.run_until_complete(asyncio.wait_for(harness.main(), RUN_TIMEOUT))
-            except TimeoutError:
-                if hasattr(harness, "oracle"):
-                    harness.oracle.fail("2", f"the run hung for {RUN_TIMEOUT} virtual seconds")
-                else:
-                    outcome.violations.append(Violation("2", "the run hung before it started"))
-            except Exception as e:
-                msg = f"the harness crashed: {type(e).__name__}: {e}"
-                if hasattr(harness, "oracle"):
-                    harness.oracle.fail("harness", msg)
-                else:
-                    outcome.violations.append(Violation("harness", msg))
+                outcome, oracle = _execute(plan, loop_errors)
             finally:
-                outcome.virtual_seconds = loop.time()
-                _drain(loop)
-                loop.close()
                 gc.collect()
                 gc.unfreeze()
         never_awaited = [
@@ -715,8 +693,7 @@ def run_plan(plan: Plan) -> Outcome:
         for lg, level, propagate in saved:
             lg.setLevel(level)
             lg.propagate = propagate
-    if hasattr(harness, "oracle"):
-        oracle = harness.oracle
+    if oracle is not None:
         oracle.check_records(records)
         for text in loop_errors:
             oracle.fail("7", f"event loop error: {text}")
@@ -726,6 +703,41 @@ def run_plan(plan: Plan) -> Outcome:
         outcome.log = oracle.log
     outcome.wall_seconds = time.perf_counter() - wall
     return outcome
+
+
+def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None]:
+    """Run the plan in its own loop, closed on return; the oracle outlives the session
+    only as data (its records of calls keep no session alive once this returns)."""
+    harness = Harness(plan)
+    outcome = Outcome(plan)
+    loop = looptime.new_event_loop(noop_cycles=1)
+
+    def on_loop_error(_loop: Any, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        loop_errors.append(f"{context.get('message')}: {exc!r}" if exc else str(context))
+
+    loop.set_exception_handler(on_loop_error)
+    try:
+        loop.run_until_complete(asyncio.wait_for(harness.main(), RUN_TIMEOUT))
+    except TimeoutError:
+        if hasattr(harness, "oracle"):
+            harness.oracle.fail("2", f"the run hung for {RUN_TIMEOUT} virtual seconds")
+        else:
+            outcome.violations.append(Violation("2", "the run hung before it started"))
+    except Exception as e:
+        msg = f"the harness crashed: {type(e).__name__}: {e}"
+        if hasattr(harness, "oracle"):
+            harness.oracle.fail("harness", msg)
+        else:
+            outcome.violations.append(Violation("harness", msg))
+    finally:
+        outcome.virtual_seconds = loop.time()
+        _drain(loop)
+        loop.close()
+    oracle = getattr(harness, "oracle", None)
+    if oracle is not None:
+        oracle.release()
+    return outcome, oracle
 
 
 def _drain(loop: asyncio.AbstractEventLoop) -> None:

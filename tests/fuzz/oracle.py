@@ -495,6 +495,21 @@ class Oracle:
 
     # -- the end --------------------------------------------------------------------------
 
+    def release(self) -> None:
+        """Drop every reference to the session, its agents and handles (the records
+        of what happened stay), so the run's objects can be collected."""
+        self.session = None  # type: ignore[assignment]
+        self.runtime = None  # type: ignore[assignment]
+        self.handles.clear()
+        self.expected_speaker.clear()
+        self._agents = list
+        self._policy_of = self._result_delivery = str
+        self._none_result = self._is_task = bool
+        for rec in self.calls.values():
+            rec.origin = None
+        self.agent_names.clear()
+        self.on_event = lambda _name: None
+
     def check_items(self, invariant: str, *, settled: bool) -> None:
         """Every non-silent item was queued and its call's replies end terminal."""
         for cid in self.orphans:
