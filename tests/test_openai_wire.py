@@ -276,6 +276,7 @@ USER = {"role": "user", "content": "hi"}
             ),
             "string_above_max_length",
         ),
+        (_body(USER, tools=[]), "empty_array"),
         (_body(USER, tools=[_tool("bad name")]), "does not match pattern"),
         (_body(USER, tools=[_tool("x" * 65)]), "string_above_max_length"),
         (_body(USER, tool_choice="auto"), "only allowed when 'tools' are specified"),

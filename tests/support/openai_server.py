@@ -293,9 +293,10 @@ def validate(body: object) -> WireError | None:
       message per id before any other message; a ``tool`` message answers a
       ``tool_calls`` entry of the assistant message before it; a ``tool_call_id``
       answered twice anywhere is a ``Duplicate value for 'tool_call_id'``.
-    - ``tools[]``: type ``"function"``, name matching ``^[a-zA-Z0-9_-]{1,64}$``; a tool
-      with ``strict: true`` has ``additionalProperties: false`` and every property
-      required, in every object of its schema.
+    - ``tools`` is not an empty array; ``tools[]``: type ``"function"``, name matching
+      ``^[a-zA-Z0-9_-]{1,64}$``; a tool with ``strict: true`` has
+      ``additionalProperties: false`` and every property required, in every object of
+      its schema.
     - ``tool_choice`` and ``parallel_tool_calls`` only with tools; ``tool_choice`` is
       ``none``/``auto``/``required`` or names a declared function.
     - ``stream_options`` only with ``stream: true``.
@@ -323,6 +324,13 @@ def _check_tools(body: dict[str, Any]) -> WireError | None:
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         return WireError("Invalid type for 'tools': expected an array.", param="tools")
+    if tools == []:
+        return WireError(
+            "Invalid 'tools': empty array. Expected an array with minimum length 1, but got an "
+            "empty array instead.",
+            param="tools",
+            code="empty_array",
+        )
     tools = tools or []
     names: list[str] = []
     for i, tool in enumerate(tools):
