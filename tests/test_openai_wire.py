@@ -978,15 +978,33 @@ async def test_many_updates(openai_server: OpenAIServer) -> None:
         await session.run(user_input="thanks")
 
 
-async def test_long_provider_call_ids(openai_server: OpenAIServer) -> None:
-    openai_server.call_id_length = 40
-    agent = Travel()
+@pytest.mark.parametrize("length", [35, 40])
+async def test_long_provider_call_ids(openai_server: OpenAIServer, length: int) -> None:
+    """Provider call ids of 35 and 40 characters (OpenAI accepts up to 40; its own are 29):
+    ``<id>_final`` would be 41+ characters. Two calls, a progress update each."""
+    openai_server.call_id_length = length
+
+    class Reporting(Travel):
+        async def _search(self, ctx: AsyncRunContext, what: str, gate: asyncio.Event) -> str:
+            await ctx.update(f"searching {what}")
+            await gate.wait()
+            await ctx.update(f"almost done with {what}")
+            return f"3 {what}"
+
+    agent = Reporting()
     async with wire(openai_server, agent) as (session, runtime, _rec):
-        await session.run(user_input="flight")
+        await session.run(user_input="flight and hotel")
         agent.flights.set()
+        await until(session, lambda: any("3 flights" in s for s in spoken(session)), timeout=10)
+        agent.hotels.set()
         await runtime.settle(timeout=10)
-        assert spoken(session)[-1] == "Result: 3 flights to Paris"
+        said = " | ".join(spoken(session))
+        assert "3 flights to Paris" in said
+        assert "3 hotels in Paris" in said
         await session.run(user_input="thanks")
+    ids = [cid for r in openai_server.requests for cid, _out in r.outputs()]
+    assert all(len(cid) <= 40 for cid in ids)
+    assert len({cid for cid in ids if cid.startswith("call_")}) >= 6  # 2 calls, 2 acks...
 
 
 async def test_a_thousand_updates_keep_ids_short(openai_server: OpenAIServer) -> None:
