@@ -34,7 +34,7 @@ from livekit.agents.voice.io import TextOutput
 from livekit_async_tools import AsyncRunContext, AsyncToolOptions, attach, function_tool
 from livekit_async_tools.testing import FakeVoice, LLMRequest, ScriptedLLM, ToolCall
 
-from .oracle import TERMINAL, Oracle, Violation, is_closed
+from .oracle import TERMINAL, CallRec, Oracle, Violation, is_closed
 from .plan import Plan, ToolDef
 
 __all__ = ["Outcome", "run_plan"]
@@ -518,17 +518,24 @@ class Harness:
         for rec in self.oracle.calls.values():
             if rec.policy != "hold" or rec.origin is None or not is_closed(rec.origin):
                 continue
-            # a call's replies may still be pending (also for items the oracle expects
-            # to stay silent: the engine may disagree, and settling needs the origin)
-            open_items = rec.acked and (not rec.replies or rec.replies[-1][1] not in TERMINAL)
-            running = rec.ended is None and not rec.follow_up
-            if (running or open_items) and rec.origin not in origins:
+            if self._open(rec) and rec.origin not in origins:
                 origins.append(rec.origin)
         if not origins:
             return False
         if len(origins) > 1 or isinstance(origins[0], FuzzTask):
             return None
         return origins[0]
+
+    @staticmethod
+    def _open(rec: CallRec) -> bool:
+        """The call runs, or something of it may still be waiting to be spoken (also a
+        None result: the oracle expects it silent, the engine may queue it)."""
+        if rec.ended is None and not rec.follow_up:
+            return True
+        if rec.unsent > 0 or (rec.replies and rec.replies[-1][1] not in TERMINAL):
+            return True
+        ended = rec.ended if rec.ended is not None else rec.started
+        return rec.none_result and rec.acked and not any(i > ended for i, _s in rec.replies)
 
     def _limbo(self) -> Agent | None:
         """An origin of open work that is not current, not closed, and has no task on
@@ -540,9 +547,7 @@ class Harness:
             origin = rec.origin
             if origin is None or origin is current or is_closed(origin):
                 continue
-            if (rec.ended is None and not rec.follow_up) or (
-                rec.acked and (not rec.replies or rec.replies[-1][1] not in TERMINAL)
-            ):
+            if self._open(rec):
                 return origin
         return None
 
