@@ -1025,6 +1025,135 @@ async def test_a_thousand_updates_keep_ids_short(openai_server: OpenAIServer) ->
         await session.run(user_input="thanks")
 
 
+# -- more wire-sensitive paths -----------------------------------------------------------
+
+
+async def test_hold_result_through_a_chain_of_context_copies(openai_server: OpenAIServer) -> None:
+    """A held result recorded in the origin travels through two ``chat_ctx`` copies (both
+    with a same-named tool) and is spoken once, when the origin is back."""
+    travel = HoldTravel()
+    async with wire(openai_server, travel, AsyncToolOptions(settle_delay=0.3)) as (
+        session,
+        runtime,
+        _rec,
+    ):
+        await session.run(user_input="flight")
+        travel.flights.set()
+        await poll(lambda: has_final(travel))
+        hotel = HotelWithFlights(chat_ctx=travel.chat_ctx)
+        session.update_agent(hotel)
+        await until(session, lambda: _closed(travel))
+        await session.run(user_input="hello hotel")
+        other = HoldTravel(chat_ctx=hotel.chat_ctx)
+        session.update_agent(other)
+        await until(session, lambda: _closed(hotel))
+        await session.run(user_input="hello again")
+        session.update_agent(travel)
+        await runtime.settle(timeout=10)
+        await session.run(user_input="thanks")
+        assert [s for s in spoken(session) if s.startswith("Result:")] == [
+            "Result: 3 flights to Paris"
+        ]
+
+
+async def test_a_delivery_reply_that_calls_a_tool(openai_server: OpenAIServer) -> None:
+    """The model answers the results and calls another tool in the same reply."""
+
+    def brain(req: ChatRequest) -> Reply:
+        if (
+            "Background results" in req.instructions
+            and "search_hotels" not in req.tool_call_names().values()
+        ):
+            return ["Here are your flights.", ToolCall("search_hotels", {"city": "Paris"})]
+        return BRAIN(req)
+
+    openai_server.brain = brain
+    agent = Travel()
+    async with wire(openai_server, agent) as (session, runtime, _rec):
+        await session.run(user_input="flight")
+        agent.flights.set()
+        agent.hotels.set()
+        await runtime.settle(timeout=10)
+        assert "3 hotels in Paris" in " | ".join(spoken(session))
+        await session.run(user_input="thanks")
+
+
+async def test_replace_a_call_with_pending_progress(openai_server: OpenAIServer) -> None:
+    class Replacing(ProgressTravel):
+        @function_tool(on_duplicate="replace", cancellable=True, duplicate_scope="name")
+        async def search_flights(self, ctx: AsyncRunContext, city: str) -> str:
+            """Search flights to a city."""
+            await ctx.update("searching")
+            await self.flights.wait()
+            await ctx.update("found some flights")
+            await self.hotels.wait()
+            return f"3 flights to {city}"
+
+    agent = Replacing()
+    async with wire(openai_server, agent) as (session, runtime, rec):
+        await session.run(user_input="flight")
+        agent.flights.set()
+        await poll(lambda: any("_update_" in cid for cid in call_ids(agent)))
+        await session.run(user_input="flight")  # replaces the running call
+        agent.hotels.set()
+        await runtime.settle(timeout=10)
+        assert sorted(e.status for e in rec.of("task_ended")) == ["cancelled", "succeeded"]
+        await session.run(user_input="thanks")
+
+
+async def test_cancel_while_a_delivery_reply_is_generated(openai_server: OpenAIServer) -> None:
+    agent = Travel()
+    async with wire(openai_server, agent) as (session, runtime, rec):
+        await session.run(user_input="flight and hotel")
+        openai_server.delay = 0.3
+
+        def cancel_flights(ev: Any) -> None:
+            running = [t for t in runtime.tasks if t.tool_name == "search_flights"]
+            if ev.status == "scheduled" and running:
+                runtime_tasks.append(asyncio.ensure_future(runtime.cancel(running[0].call_id)))
+
+        runtime_tasks: list[asyncio.Future[bool]] = []
+        runtime.on("reply_updated", cancel_flights)
+        agent.hotels.set()
+        await runtime.settle(timeout=10)
+        openai_server.delay = 0.0
+        assert await asyncio.gather(*runtime_tasks) == [True]
+        assert sorted(e.status for e in rec.of("task_ended")) == ["cancelled", "succeeded"]
+        await session.run(user_input="thanks")
+
+
+async def test_cancel_task_with_an_unknown_id(openai_server: OpenAIServer) -> None:
+    def brain(req: ChatRequest) -> Reply:
+        if req.last.get("role") == "user" and "stop" in req.last_user_text:
+            return ToolCall("cancel_task", {"call_id": "call_unknown"})
+        return BRAIN(req)
+
+    openai_server.brain = brain
+    agent = Travel()
+    async with wire(openai_server, agent) as (session, runtime, _rec):
+        await session.run(user_input="flight")
+        await session.run(user_input="stop it")
+        assert "no running background task" in openai_server.requests[-1].outputs()[-1][1]
+        agent.flights.set()
+        await runtime.settle(timeout=10)
+        await session.run(user_input="thanks")
+
+
+async def test_session_closes_with_results_pending(openai_server: OpenAIServer) -> None:
+    agent = Travel()
+    async with wire(openai_server, agent, AsyncToolOptions(settle_delay=1.0)) as (
+        session,
+        runtime,
+        rec,
+    ):
+        await session.run(user_input="flight and hotel")
+        agent.flights.set()
+        await poll(lambda: has_final(agent))
+    await runtime.settle(timeout=10)
+    assert "dropped" in [e.status for e in rec.of("reply_updated")]
+    assert runtime.tasks == ()
+
+
 # -- control-tool churn (issue 13, item 5) -----------------------------------------------
 
 
