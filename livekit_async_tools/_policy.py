@@ -136,7 +136,8 @@ class Floor:
         turn_pending: The caller stopped speaking and their turn may still be committed.
         speech_busy: A speech handle of the target (or of a closed agent still draining)
             is not done: a reply, a tool dispatch, the caller's text turn.
-        dispatch_busy: A tool dispatch of the target is in flight.
+        busy_speeches: How many such handles (not done, not being cut).
+        dispatch_busy: A tool of the target runs (a call without its output yet).
         replying: One of this package's deferred replies is being spoken.
     """
 
@@ -146,6 +147,7 @@ class Floor:
     speech_busy: bool
     dispatch_busy: bool
     replying: bool
+    busy_speeches: int = 0
 
 
 def caller_done(floor: Floor) -> bool:
@@ -165,12 +167,15 @@ def quiet(floor: Floor) -> bool:
 
 
 def may_cut_in(floor: Floor) -> bool:
-    """For ``interrupt`` items: the caller is done and no tool dispatch or LLM request
-    of the target is in flight; the agent's own speech may be cut."""
+    """For ``interrupt`` items: the caller is done, no tool of the target runs, and the
+    only speech under way is the one the agent is playing (it may be cut): a turn still
+    being prepared (the LLM answering the caller or a tool output) is never jumped."""
+    playing = 1 if floor.agent_state == "speaking" else 0
     return (
         caller_done(floor)
         and not floor.dispatch_busy
         and floor.agent_state in (*_QUIET_AGENT_STATES, "speaking")
+        and floor.busy_speeches <= playing
     )
 
 

@@ -92,7 +92,13 @@ class Gate:
     def on_item_added(self, ev: Any) -> None:
         """A conversation item landed; a user message commits the caller's turn."""
         item = ev.item
-        if isinstance(item, llm.ChatMessage) and item.role == "user":
+        if (
+            isinstance(item, llm.ChatMessage)
+            and item.role == "user"
+            and self._session.user_state != "speaking"
+        ):
+            # a turn is committed after the caller stopped; a message that lands while
+            # they still speak (typed text) is not the transcript of this speech
             self._committed_since_speech = True
             self._set_turn_pending(False)
         elif getattr(item, "type", None) == "agent_handoff":
@@ -191,20 +197,21 @@ class Gate:
 
     def floor(self, agent: Agent, *, replying: bool) -> Floor:
         """What the session is doing, as seen for ``agent`` (see `_policy.Floor`)."""
-        speech_busy = dispatch_busy = False
+        busy = 0
+        dispatch_busy = id(agent) in self._dispatching
         for handle, owner in self._handles.values():
-            if handle.done() or not (owner is agent or _compat.agent_is_closed(owner)):
+            if handle.done() or handle.interrupted:
                 continue
-            speech_busy = True
-            if _has_open_tool_call(handle):
-                dispatch_busy = True
-                break
+            if owner is agent or _compat.agent_is_closed(owner):
+                busy += 1
+                dispatch_busy = dispatch_busy or _has_open_tool_call(handle)
         return Floor(
             agent_state=self._session.agent_state,
             caller_speaking=self._session.user_state == "speaking",
             turn_pending=self._turn_pending,
-            speech_busy=speech_busy,
-            dispatch_busy=dispatch_busy or id(agent) in self._dispatching,
+            speech_busy=busy > 0,
+            busy_speeches=busy,
+            dispatch_busy=dispatch_busy,
             replying=replying,
         )
 
@@ -227,7 +234,7 @@ class Gate:
 
 
 def _has_open_tool_call(handle: SpeechHandle) -> bool:
-    """True while a tool call of ``handle`` runs (a call without its output yet)."""
+    """True while a tool of ``handle`` runs (a call without its output yet)."""
     calls = {i.call_id for i in handle.chat_items if isinstance(i, llm.FunctionCall)}
     if not calls:
         return False

@@ -357,7 +357,10 @@ class AsyncCall:
                 output = str(result)
         else:
             output = text or ""
-        delivery: Delivery = "silent" if status == "cancelled" else self.spec.result_delivery
+        # recorded, not spoken: a cancellation (whoever cancelled knows) and a None result
+        # (livekit files no reply for a tool returning None either)
+        silent = status == "cancelled" or (status == "succeeded" and result is None)
+        delivery: Delivery = "silent" if silent else self.spec.result_delivery
         self._sink.add(
             self.identity,
             kind="final",

@@ -95,7 +95,11 @@ def test_quiet_needs_every_condition() -> None:
 
 
 def test_interrupt_may_cut_the_agent_but_never_the_caller_or_a_dispatch() -> None:
-    assert _policy.may_cut_in(floor(agent_state="speaking", speech_busy=True, replying=True))
+    playing = {"agent_state": "speaking", "speech_busy": True, "busy_speeches": 1}
+    assert _policy.may_cut_in(floor(**playing, replying=True))
+    # a turn still being prepared behind the playing one is never jumped
+    assert not _policy.may_cut_in(floor(**{**playing, "busy_speeches": 2}))
+    assert not _policy.may_cut_in(floor(speech_busy=True, busy_speeches=1))
     assert not _policy.may_cut_in(floor(caller_speaking=True))
     assert not _policy.may_cut_in(floor(turn_pending=True))
     assert not _policy.may_cut_in(floor(agent_state="speaking", dispatch_busy=True))
