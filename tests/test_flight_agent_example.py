@@ -9,6 +9,7 @@ cancel by the LLM (control tools) and a timeout; every request must pass the ser
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import subprocess
@@ -86,11 +87,25 @@ async def test_flight_agent_end_to_end(
     openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fa = load_example(monkeypatch, time_scale=0.02)
-    # demo seconds: a 2 x 25 s search (1 s real), a booking never confirmed during the
-    # call, a fare-rules service slower than the tool's 20 s timeout (0.4 s real)
-    fa.AIRLINE.search_stage = (25.0, 25.0)
-    fa.AIRLINE.confirmation = 10_000.0
-    fa.AIRLINE.fare_rules = (60.0, 60.0)
+
+    class Airline(fa.Airline):  # type: ignore[misc]
+        """The search answers when the test says so; the booking is never confirmed
+        during the call; the fare-rules service is slower than the tool's 20 s timeout
+        (demo seconds: 0.4 s real)."""
+
+        confirmation = 10_000.0
+        fare_rules = (60.0, 60.0)
+
+        def __init__(self) -> None:
+            self.searching = asyncio.Event()
+
+        async def wait(self, span: float | tuple[float, float]) -> None:
+            if span is self.search_stage:
+                await self.searching.wait()
+            else:
+                await super().wait(span)
+
+    airline = fa.AIRLINE = Airline()
     openai_server.brain = flight_brain
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "test")
@@ -124,6 +139,7 @@ async def test_flight_agent_end_to_end(
                 timeout=10,
             )
             task = session.current_agent
+            airline.searching.set()
             await until(session, lambda: ended("search_flights") == ["succeeded"], timeout=10)
             assert not any("189 dollars" in s for s in spoken(session))  # waits for the origin
             await session.run(user_input="It is ann@example.com")
