@@ -164,8 +164,12 @@ class Pending:
             self._items.append(item)
 
     def put_back(self, items: list[PendingItem]) -> None:
-        """Items of a cut or failed reply go back to the front, in their order."""
-        self._items[:0] = items
+        """Items of a cut or failed reply go back to the front, in their order, through
+        the same admission as new ones (their origin may have been handed off since)."""
+        dropped = [p for p in items if self.route(p) == "drop"]
+        if dropped:
+            self._report(dropped, "dropped", reason="origin_closed")
+        self._items[:0] = [p for p in items if p not in dropped]
 
     # -- routing -----------------------------------------------------------------------
 
@@ -177,17 +181,25 @@ class Pending:
             current_ready=self._gate.current_ready(),
         )
 
+    def _cached_route(
+        self, item: PendingItem, routes: dict[tuple[int, str], _policy.Route]
+    ) -> _policy.Route:
+        """`route`, computed once per origin and policy within one look."""
+        key = (id(item.origin), item.on_handoff)
+        route = routes.get(key)
+        if route is None:
+            route = routes[key] = self.route(item)
+        return route
+
     def speakable(self) -> list[PendingItem]:
         """The items the current agent may speak now (each origin looked up once)."""
-        routes: dict[int, _policy.Route] = {}
-        return [p for p in self._items if routes.setdefault(id(p.origin), self.route(p)) != "wait"]
+        routes: dict[tuple[int, str], _policy.Route] = {}
+        return [p for p in self._items if self._cached_route(p, routes) in ("origin", "current")]
 
     def sweep(self) -> None:
         """Drop what nobody may ever speak (origin handed off under ``cancel``)."""
-        routes: dict[int, _policy.Route] = {}
-        dropped = [
-            p for p in self._items if routes.setdefault(id(p.origin), self.route(p)) == "drop"
-        ]
+        routes: dict[tuple[int, str], _policy.Route] = {}
+        dropped = [p for p in self._items if self._cached_route(p, routes) == "drop"]
         if dropped:
             self.remove(dropped)
             self._report(dropped, "dropped", reason="origin_closed")

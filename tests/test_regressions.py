@@ -483,3 +483,47 @@ async def test_close_in_the_iteration_a_delivery_started_speaks_nothing() -> Non
         assert [(r.status, r.reason) for r in rec.of("reply_updated")] == [
             ("dropped", "session_closed")
         ]
+
+
+# -- fuzzer finding: the handoff table is looked up per origin *and* policy ------------
+
+
+class TwoPolicies(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="two")
+
+    @function_tool(on_handoff="forward")
+    async def keep(self, ctx: AsyncRunContext) -> str:
+        """Queues a follow-up that follows handoffs."""
+        ctx.follow_up("FOLLOW forwarded")
+        return "kept"
+
+    @function_tool(on_handoff="cancel")
+    async def drop(self, ctx: AsyncRunContext) -> str:
+        """Queues a follow-up that dies with its origin."""
+        ctx.follow_up("FOLLOW cancelled")
+        return "dropped"
+
+
+@pytest.mark.looptime
+async def test_items_of_one_origin_follow_their_own_handoff_policy() -> None:
+    agent = TwoPolicies()
+    session, runtime, rec = await start(
+        agent,
+        ScriptedLLM(
+            keyword_brain(
+                {"both": [ToolCall("keep"), ToolCall("drop")]},
+                on_instructions={"FOLLOW forwarded": "Forwarded it"},
+            )
+        ),
+        AsyncToolOptions(settle_delay=5.0),
+    )
+    async with session:
+        await session.run(user_input="both")
+        other = Other()
+        session.update_agent(other)  # both follow-ups wait in the settle window
+        await runtime.settle(timeout=60)
+        outcomes = {(r.call_ids, r.status, r.reason) for r in rec.of("reply_updated")}
+        assert (("follow_up_2",), "dropped", "origin_closed") in outcomes
+        assert (("follow_up_1",), "delivered", None) in outcomes
+        assert said_by(other) == ["Forwarded it"]
