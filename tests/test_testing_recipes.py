@@ -118,7 +118,7 @@ def run_pytest(project: Path, *args: str) -> dict[str, Outcome]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=300,
     )
     assert report.exists(), proc.stdout + proc.stderr
     outcomes: dict[str, Outcome] = {}
