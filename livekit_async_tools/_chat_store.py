@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from livekit.agents import Agent, llm
@@ -32,7 +32,8 @@ class ChatStore:
     rewrites a context (`Agent.update_tools` drops calls to tools the agent lacks).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, history: Callable[[], llm.ChatContext | None]) -> None:
+        self._history = history
         self._queues: weakref.WeakKeyDictionary[Agent, _Queue] = weakref.WeakKeyDictionary()
         self._owned: weakref.WeakKeyDictionary[Agent, list[llm.ChatItem]] = (
             weakref.WeakKeyDictionary()
@@ -54,6 +55,18 @@ class ChatStore:
         for p in new:
             if agent not in p.inserted_into:
                 p.inserted_into.append(agent)
+        self._record_history(new)
+
+    def _record_history(self, items: list[PendingItem]) -> None:
+        """The session's history (transcripts, reports) gets each pair once, in its
+        place by creation time, like livekit's own tool calls."""
+        history = self._history()
+        new = [p for p in items if not p.in_history]
+        if history is None or not new:
+            return
+        for p in new:
+            p.in_history = True
+        history.insert([item for p in new for item in p.chat_items])
 
     async def restore(self, agent: Agent) -> None:
         """Re-insert this package's items that a context rewrite dropped."""

@@ -25,7 +25,10 @@ __all__ = [
     "function_call",
     "notify_lifecycle",
     "reply_failed",
+    "reset_away_timer",
+    "session_history",
     "update_agent_chat_ctx",
+    "user_away_timeout",
 ]
 
 
@@ -149,3 +152,27 @@ def reply_failed(handle: SpeechHandle) -> bool:
     earlier releases report no failure)."""
     exception = getattr(handle, "exception", None)
     return callable(exception) and exception() is not None
+
+
+def user_away_timeout(session: AgentSession[Any]) -> float | None:
+    """The session's ``user_away_timeout`` where livekit lets the package hold it off
+    (`AgentSession.reset_away_timer`, 1.8), else ``None``."""
+    if not callable(getattr(session, "reset_away_timer", None)):
+        return None
+    timeout = getattr(session.options, "user_away_timeout", None)
+    return float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
+
+
+def reset_away_timer(session: AgentSession[Any]) -> None:
+    """Restart livekit's user-away countdown (see `user_away_timeout`)."""
+    reset = getattr(session, "reset_away_timer", None)
+    if callable(reset):
+        reset()
+
+
+def session_history(session: AgentSession[Any]) -> llm.ChatContext | None:
+    """The session's history (`AgentSession.history`), or ``None`` before it exists."""
+    try:
+        return session.history
+    except RuntimeError:
+        return None

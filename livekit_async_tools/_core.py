@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from livekit.agents import Agent, AgentSession, llm
 
 from . import _compat
+from ._away import AwayHold
 from ._calls import Calls
 from ._chat_store import ChatStore
 from ._log import logger
@@ -49,17 +50,18 @@ class Core:
         self.idle_waiters: list[asyncio.Future[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ended: dict[str, TaskStatus] = {}
-        store = ChatStore()
+        store = ChatStore(lambda: _compat.session_history(session))
         self.gate = Gate(session, self._wake, self._on_lifecycle)
         self.delivery = DeliveryQueue(self, session, self.gate, store)
         self._steering = Steering(self, self.gate, store)
         self.calls = Calls(self, self.gate, self.delivery.pending, self, self._call_ended)
         self._control_tools = ControlTools(self, session, store, lambda: len(self.calls) > 0)
+        self._away = AwayHold(session, lambda: bool(len(self.calls)) or not self.delivery.idle)
         CONTROLS.set(session, self)
         self._session_handlers: list[tuple[str, Callable[[Any], None]]] = [
             ("agent_state_changed", self._on_state_event),
             ("function_tools_executed", self._on_state_event),
-            ("user_state_changed", self.gate.on_user_state),
+            ("user_state_changed", self._on_user_state),
             ("conversation_item_added", self._on_item_added),
             ("speech_created", self._on_speech_created),
             ("close", self._on_session_close),
@@ -138,6 +140,7 @@ class Core:
 
     def changed(self) -> None:
         """Wake `settle()` waiters once nothing runs and nothing is pending."""
+        self._away.update()
         if self.idle_waiters and self.is_idle():
             waiters, self.idle_waiters = self.idle_waiters, []
             for fut in waiters:
@@ -175,7 +178,12 @@ class Core:
         self.gate.watch_closing(self.options.settle_delay)
         self.delivery.on_lifecycle()
 
+    def _on_user_state(self, ev: Any) -> None:
+        self._away.on_state()
+        self.gate.on_user_state(ev)
+
     def _on_state_event(self, ev: object) -> None:
+        self._away.on_state()
         self._control_tools.schedule()
         self._steering.on_session_event(ev)
         self.delivery.evaluate()
@@ -202,6 +210,7 @@ class Core:
         self.delivery.close()
         self.gate.close()
         self._control_tools.close()
+        self._away.close()
         self.calls.close()
         CONTROLS.set(self.session, None)
         self.changed()

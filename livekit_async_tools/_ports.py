@@ -62,6 +62,7 @@ class PendingItem:
     inserted_into: list[Agent] = field(default_factory=list)
     attempts: int = 0
     write_failures: int = 0
+    in_history: bool = False
     recording: asyncio.Task[None] | None = None
 
 

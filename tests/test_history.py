@@ -1,0 +1,79 @@
+"""Deferred items are in `session.history` too: once each, in their place."""
+
+from __future__ import annotations
+
+import asyncio
+
+from livekit.agents import Agent
+
+from livekit_async_tools.testing import ScriptedLLM
+
+from .conftest import keyword_brain, start
+from .test_handoff import RULES, Gate, Travel
+
+
+def transcript(items: list[object]) -> list[str]:
+    lines = []
+    for it in items:
+        kind = getattr(it, "type", "")
+        if kind == "message":
+            lines.append(f"{it.role}: {it.text_content}")  # type: ignore[attr-defined]
+        elif kind == "function_call_output":
+            lines.append(f"output {it.call_id}")  # type: ignore[attr-defined]
+        elif kind == "function_call":
+            lines.append(f"call {it.call_id}")  # type: ignore[attr-defined]
+    return lines
+
+
+async def test_a_result_reads_as_a_transcript_in_session_history() -> None:
+    gate = Gate()
+    session, runtime, _ = await start(Travel(gate), ScriptedLLM(keyword_brain(RULES)))
+    async with session:
+        await session.run(user_input="find flights to Rome")
+        gate.release.set()
+        await runtime.settle(timeout=10)
+        lines = transcript(list(session.history.items))
+        assert lines == [
+            "user: find flights to Rome",
+            "call call_1",
+            "output call_1",
+            "assistant: One moment.",
+            "call call_1_final",
+            "output call_1_final",
+            "assistant: Result: 3 flights to Paris",
+        ]
+
+
+class Hotel(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="hotel")
+
+
+async def test_handed_off_and_cut_replies_put_each_pair_in_history_once() -> None:
+    gate = Gate()
+    session, runtime, rec = await start(Travel(gate), ScriptedLLM(keyword_brain(RULES), delay=0.05))
+    async with session:
+        await session.run(user_input="find flights to Rome")
+        session.update_agent(Hotel())
+        gate.release.set()
+        cut = asyncio.Event()
+
+        def on_reply(ev: object) -> None:
+            if getattr(ev, "status", None) == "scheduled" and not cut.is_set():
+                cut.set()
+                session.interrupt()
+
+        runtime.on("reply_updated", on_reply)
+        await runtime.settle(timeout=10)
+        statuses = [e.status for e in rec.of("reply_updated")]
+        assert statuses[:2] == ["scheduled", "interrupted"]
+        assert statuses[-1] == "delivered"
+        items = list(session.history.items)
+        ids = [it.id for it in items]
+        assert len(ids) == len(set(ids))
+        lines = transcript(items)
+        assert lines.count("call call_1_final") == 1
+        assert lines.count("output call_1_final") == 1
+        final_at = lines.index("output call_1_final")
+        assert lines[-1].startswith("assistant: Result")
+        assert final_at < len(lines) - 1
