@@ -1,4 +1,5 @@
-"""Run one fuzz `Plan` in a real text-mode `AgentSession` on a virtual clock.
+"""Run one fuzz `Plan` in a real `AgentSession` (text mode, or voice through the
+project's `FakeVoice`) on a virtual clock.
 
 ``run_plan(plan)`` builds agents whose async tools carry the plan's options, a
 `ScriptedLLM` whose decisions follow the plan (user turns name the scripted
@@ -22,7 +23,9 @@ import gc
 import logging
 import random
 import time
+import types
 import warnings
+import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -712,33 +715,59 @@ def run_plan(plan: Plan) -> Outcome:
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
             try:
-                outcome, oracle = _execute(plan, loop_errors)
-            finally:
+                outcome, oracle, session_ref = _execute(plan, loop_errors)
                 gc.collect()
+                never_awaited = [
+                    str(w.message)
+                    for w in warned
+                    if issubclass(w.category, RuntimeWarning) and "never awaited" in str(w.message)
+                ]
+                # warnings and log records (their tracebacks) may still reach the
+                # session: check them, drop them, then see whether the session is gone
+                warned.clear()
+                if oracle is not None:
+                    oracle.check_records(records)
+                records.clear()
+                gc.collect()
+                leaked_by = _holders(session_ref())
+            finally:
                 gc.unfreeze()
-        never_awaited = [
-            str(w.message)
-            for w in warned
-            if issubclass(w.category, RuntimeWarning) and "never awaited" in str(w.message)
-        ]
     finally:
         pkg.removeHandler(capture)
         for lg, level, propagate in saved:
             lg.setLevel(level)
             lg.propagate = propagate
     if oracle is not None:
-        oracle.check_records(records)
         for text in loop_errors:
             oracle.fail("7", f"event loop error: {text}")
         for text in never_awaited:
             oracle.fail("7", text)
+        if leaked_by is not None:
+            oracle.fail(
+                "5",
+                f"the closed session is never garbage-collected (direct referrers: {leaked_by})",
+            )
         outcome.violations = [*outcome.violations, *oracle.violations]
         outcome.log = oracle.log
     outcome.wall_seconds = time.perf_counter() - wall
     return outcome
 
 
-def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None]:
+def _holders(obj: object) -> str | None:
+    """``None`` if ``obj`` is gone, else the types of what still refers to it."""
+    if obj is None:
+        return None
+    names = sorted(
+        {
+            type(r).__name__
+            for r in gc.get_referrers(obj)
+            if not isinstance(r, (list, types.FrameType)) and r is not obj
+        }
+    )
+    return ", ".join(names) or "a cycle gc cannot break"
+
+
+def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None, weakref.ref[Any]]:
     """Run the plan in its own loop, closed on return; the oracle outlives the session
     only as data (its records of calls keep no session alive once this returns)."""
     harness = Harness(plan)
@@ -787,7 +816,13 @@ def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None
     oracle = getattr(harness, "oracle", None)
     if oracle is not None:
         oracle.release()
-    return outcome, oracle
+    session = getattr(harness, "session", None)
+    session_ref: weakref.ref[Any] = weakref.ref(session) if session is not None else _gone
+    return outcome, oracle, session_ref
+
+
+def _gone() -> None:
+    return None
 
 
 def _drain(loop: asyncio.AbstractEventLoop) -> list[str]:

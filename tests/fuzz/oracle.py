@@ -17,7 +17,8 @@ Invariants (numbers as reported):
 4. No context (each agent's ``chat_ctx``, ``session.history``) holds an item id twice or
    a function call id twice.
 5. After close: every pending item reported (dropped), no ``async-tool*`` task alive
-   after ``runtime.aclose()``, no reply ``scheduled`` after close.
+   after ``runtime.aclose()``, no reply ``scheduled`` after close, and the session
+   can be garbage-collected once the app lets go of it.
 6. No sensitive argument value in any log record of ``livekit_async_tools`` (message,
    arguments, extras; under ``lk.pii.*`` keys the values must be redacted).
 7. No "Task exception was never retrieved", no "coroutine ... was never awaited", no
