@@ -55,8 +55,11 @@ else
 test: unit
 endif
 
+# `make bench BENCH_ARGS=--quick` for a smoke run; `BENCH_ARGS="--label after"` names
+# the JSON file (benchmarks/README.md).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # The interleaving fuzzer (tests/fuzz): random plans in real sessions on a virtual
 # clock, checked against the invariants in tests/fuzz/oracle.py. Runs FUZZ_RUNS
