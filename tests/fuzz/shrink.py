@@ -23,7 +23,8 @@ _IDS = re.compile(r"\b(c\d+|speech_[0-9a-f]+|follow_up_\d+|[AT]\d+|\d+(\.\d+)?)\
 
 def signature(v: Violation) -> str:
     """The violation's class: its invariant and its message with ids and numbers blanked."""
-    text = re.sub(r"(?<=\s)'[^']*'", "'…'", v.message)
+    text = re.sub(r" \(direct referrers: [^)]*\)", "", v.message)
+    text = re.sub(r"(?<=\s)'[^']*'", "'…'", text)
     text = _IDS.sub("#", text)
     text = re.sub(r"#(,#)+", "#", text)
     return f"[{v.invariant}] {text[:90]}"
