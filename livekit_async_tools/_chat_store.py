@@ -90,6 +90,9 @@ class ChatStore:
         queue.flushing = True
         batch: list[tuple[list[llm.ChatItem], asyncio.Future[None]]] = []
         try:
+            # writes asked for in this loop iteration (N results finishing together)
+            # join this one: one copy of the context for the burst
+            await asyncio.sleep(0)
             while queue.waiting:
                 batch, queue.waiting = queue.waiting, []
                 try:

@@ -42,8 +42,14 @@ EVENTS = tuple(_EVENT_NAMES.values())
 class Core:
     """The parts of one session's runtime and the session-event fan-out."""
 
-    def __init__(self, session: AgentSession[Any], options: AsyncToolOptions) -> None:
+    def __init__(
+        self,
+        session: AgentSession[Any],
+        options: AsyncToolOptions,
+        on_closed: Callable[[], None] = lambda: None,
+    ) -> None:
         self.session = session
+        self._on_closed = on_closed
         self.options = options
         self.closed = False
         self.listeners: dict[str, list[Callable[[Any], object]]] = {e: [] for e in EVENTS}
@@ -213,4 +219,5 @@ class Core:
         self._away.close()
         self.calls.close()
         CONTROLS.set(self.session, None)
+        self._on_closed()  # the registries let go of the session: it can be collected
         self.changed()

@@ -68,7 +68,8 @@ class DeliveryQueue:
         self._session = session
         self.gate = gate
         self._store = store
-        self.pending = Pending(services, gate, store, self._finish, self.evaluate)
+        self.pending = Pending(services, gate, store, self._finish, self._evaluate_soon)
+        self._soon: asyncio.Handle | None = None
         self._replies: dict[str, _Reply] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._retry: asyncio.TimerHandle | None = None
@@ -118,6 +119,16 @@ class DeliveryQueue:
         if not self.gate.quiet(current, replying=bool(self._replies)):
             return None
         return _Batch(current, batch, urgent=False)
+
+    def _evaluate_soon(self) -> None:
+        """New items: look once in the next loop iteration, however many arrived (N
+        results finishing together cost one look, not N)."""
+        if self._soon is None and not self._closed:
+            self._soon = asyncio.get_running_loop().call_soon(self._on_soon)
+
+    def _on_soon(self) -> None:
+        self._soon = None
+        self.evaluate()
 
     def evaluate(self) -> None:
         """Re-check the gate; called on every session event and state change."""
@@ -320,7 +331,8 @@ class DeliveryQueue:
         if self._closed:
             return
         self._cancel_timer()
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
+        for handle in (self._retry, self._soon):
+            if handle is not None:
+                handle.cancel()
+        self._retry = self._soon = None
         self.pending.close()

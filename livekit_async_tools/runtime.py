@@ -96,7 +96,11 @@ class AsyncToolRuntime:
     """
 
     def __init__(self, session: AgentSession[Any], options: AsyncToolOptions) -> None:
-        self._core = Core(session, options)
+        self._core = Core(session, options, on_closed=self._forget)
+
+    def _forget(self) -> None:
+        if _runtimes.get(self._core.session) is self:
+            del _runtimes[self._core.session]
 
     # -- public ------------------------------------------------------------------------
 
