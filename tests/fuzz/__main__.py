@@ -17,9 +17,8 @@ import os
 import sys
 import time
 from collections import Counter
-from typing import Any
 
-from .harness import Outcome, run_plan
+from .harness import Outcome, run_plan, run_seeds
 from .plan import Job, Plan, ToolDef, random_plan
 from .shrink import shrink, signature, snippet
 
@@ -46,19 +45,6 @@ def _eval_plan(text: str) -> Plan:
     if not isinstance(plan, Plan):
         raise SystemExit("--replay needs a Plan(...) expression")
     return plan
-
-
-def _worker(args: tuple[int, int, int, float]) -> list[tuple[int, list[Any], float]]:
-    """Run seeds ``start, start+step, ...`` (``count`` of them) in a worker process."""
-    start, step, count, deadline = args
-    out = []
-    for i in range(count):
-        if time.time() >= deadline:
-            break
-        seed = start + i * step
-        o = run_plan(random_plan(seed))
-        out.append((seed, [(v.invariant, v.message) for v in o.violations], o.wall_seconds))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                     start = first_seed + batch * chunk * args.jobs + j
                     tasks.append((start, args.jobs, chunk, deadline))
                 batch += 1
-                for results in pool.map(_worker, tasks):
+                for results in pool.map(run_seeds, tasks):
                     for seed, violations, _wall in results:
                         runs += 1
                         for sig in record(seed, violations):

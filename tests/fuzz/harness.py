@@ -843,3 +843,20 @@ def _drain(loop: asyncio.AbstractEventLoop) -> list[str]:
     stuck = sorted({t.get_name() for t in asyncio.all_tasks(loop) if not t.done()} | set(stuck))
     loop.run_until_complete(loop.shutdown_asyncgens())
     return stuck
+
+
+def run_seeds(args: tuple[int, int, int, float]) -> list[tuple[int, list[Any], float]]:
+    """Run seeds ``start, start+step, ...`` (``count`` of them) until ``deadline``
+    (wall clock): the work of one `python -m tests.fuzz --jobs` worker process (it
+    lives here, not in ``__main__``, so spawned workers can import it)."""
+    from .plan import random_plan
+
+    start, step, count, deadline = args
+    out = []
+    for i in range(count):
+        if time.time() >= deadline:
+            break
+        seed = start + i * step
+        o = run_plan(random_plan(seed))
+        out.append((seed, [(v.invariant, v.message) for v in o.violations], o.wall_seconds))
+    return out
