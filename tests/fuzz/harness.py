@@ -742,7 +742,9 @@ def run_plan(plan: Plan) -> Outcome:
             oracle.fail("7", f"event loop error: {text}")
         for text in never_awaited:
             oracle.fail("7", text)
-        if leaked_by is not None:
+        if leaked_by is not None and getattr(oracle, "livekit_stuck", False):
+            oracle.note("session kept alive by livekit tasks that would not stop (not judged)")
+        elif leaked_by is not None:
             oracle.fail(
                 "5",
                 f"the closed session is never garbage-collected (direct referrers: {leaked_by})",
@@ -794,7 +796,13 @@ def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None
     try:
         loop.run_until_complete(asyncio.wait_for(harness.main(), RUN_TIMEOUT))
     except TimeoutError:
-        if hasattr(harness, "oracle"):
+        runtime = getattr(harness, "runtime", None)
+        if hasattr(harness, "oracle") and runtime is not None and not runtime.describe():
+            # nothing of the package runs or waits: livekit itself is stuck (e.g. a tool
+            # awaiting an AgentTask that a racing handoff never started)
+            harness.oracle.note(f"the run hung in livekit for {RUN_TIMEOUT} virtual seconds")
+            harness.oracle.livekit_stuck = True
+        elif hasattr(harness, "oracle"):
             harness.oracle.fail("2", f"the run hung for {RUN_TIMEOUT} virtual seconds")
         else:
             outcome.violations.append(Violation("2", "the run hung before it started"))
@@ -810,6 +818,8 @@ def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None
             stuck = _drain(loop)
             if stuck and hasattr(harness, "oracle"):
                 harness.oracle.note(f"tasks that would not stop after close: {stuck}")
+                if any(not name.startswith("async-tool") for name in stuck):
+                    harness.oracle.livekit_stuck = True
             loop.close()
         finally:
             time.time = real_time

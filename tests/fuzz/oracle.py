@@ -141,6 +141,7 @@ class Oracle:
         self.handles: dict[str, HandleRec] = {}
         self.expected_speaker: dict[str, Agent] = {}
         self.closed = False
+        self.livekit_stuck = False
         self.secrets: set[str] = set()
         self.agent_names: dict[int, str] = {}
         self.orphans: dict[str, list[tuple[int, str]]] = {}
