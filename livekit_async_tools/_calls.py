@@ -80,13 +80,16 @@ class Calls:
                 raise llm.ToolError(opts.session_closing_template.format(tool_name=spec.name))
             if call_id in self._calls:
                 raise llm.ToolError(opts.call_id_in_use_template.format(call_id=call_id))
-            running = self._by_key.get(key) if key is not None else None
-            if not running or (spec.on_duplicate == "confirm" and confirmed):
+            running = self._by_key.get(key, []) if key is not None else []
+            verdict = _policy.duplicate_verdict(
+                spec.on_duplicate, running=bool(running), confirmed=confirmed
+            )
+            if verdict == "start":
                 break
             fmt = {"tool_name": spec.name, "call_id": running[0].call_id}
-            if spec.on_duplicate == "reject":
+            if verdict == "reject":
                 return opts.duplicate_running_template.format(**fmt)
-            if spec.on_duplicate == "confirm":
+            if verdict == "confirm":
                 return opts.duplicate_confirm_template.format(**fmt, param=CONFIRM_PARAM)
             await self.stop(running[0], "cancelled")  # replace
         if len(self._calls) >= opts.max_tasks_per_session:

@@ -20,6 +20,8 @@ __all__ = [
     "ReplyOutcome",
     "Route",
     "derived_call_id",
+    "duplicate_verdict",
+    "instruction_kind",
     "may_cut_in",
     "quiet",
     "reply_outcome",
@@ -179,6 +181,22 @@ def may_cut_in(floor: Floor) -> bool:
     )
 
 
+# -- duplicates ---------------------------------------------------------------------------
+
+DuplicateVerdict: TypeAlias = Literal["start", "reject", "confirm", "replace"]
+
+
+def duplicate_verdict(mode: str, *, running: bool, confirmed: bool) -> DuplicateVerdict:
+    """What a new call does when ``running`` says an identical one is live: start it,
+    tell the LLM the same call runs (``reject``), ask it to confirm, or replace the
+    running one (cancel it, then decide again)."""
+    if not running or mode == "allow" or (mode == "confirm" and confirmed):
+        return "start"
+    if mode == "replace":
+        return "replace"
+    return "confirm" if mode == "confirm" else "reject"
+
+
 # -- coalescing -------------------------------------------------------------------------
 
 
@@ -221,6 +239,17 @@ def reply_outcome(*, closed: bool, interrupted: bool, failed: bool, said: bool) 
     if interrupted:
         return "interrupted"
     return "delivered" if said else "empty"
+
+
+InstructionKind: TypeAlias = Literal["redeliver", "maybe_covered", "deliver"]
+
+
+def instruction_kind(*, redelivery: bool, maybe_covered: bool) -> InstructionKind:
+    """Which template a reply's instructions use: a re-delivery after a cut reply, items
+    newer conversation may already have covered, or items at the end of it."""
+    if redelivery:
+        return "redeliver"
+    return "maybe_covered" if maybe_covered else "deliver"
 
 
 RETRY_MIN = 0.05

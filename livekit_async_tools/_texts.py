@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from ._policy import instruction_kind
 from .events import TaskStatus
 from .options import AsyncToolOptions
 
@@ -88,12 +89,11 @@ def instructions(
             "tool_names": ", ".join(dict.fromkeys(tool_names)),
             "items": ", ".join(item_ids),
         }
-        if redelivery:
-            template = opts.redeliver_template
-        elif maybe_covered:
-            template = opts.deliver_maybe_covered_template
-        else:
-            template = opts.deliver_template
+        template = {
+            "redeliver": opts.redeliver_template,
+            "maybe_covered": opts.deliver_maybe_covered_template,
+            "deliver": opts.deliver_template,
+        }[instruction_kind(redelivery=redelivery, maybe_covered=maybe_covered)]
         parts.append(template.format(**fmt))
     parts += [opts.follow_up_template.format(text=text) for text in follow_ups]
     return "\n".join(parts)

@@ -151,3 +151,37 @@ def test_derived_ids_fit_openai_and_stay_unique(length: int, suffix: str) -> Non
     assert ida.endswith(suffix)
     assert ida != idb
     assert ida == _policy.derived_call_id(a, suffix)  # stable
+
+
+# -- duplicates and instructions -------------------------------------------------------------
+
+
+def test_duplicate_verdicts() -> None:
+    for mode in ("allow", "reject", "replace", "confirm"):
+        assert _policy.duplicate_verdict(mode, running=False, confirmed=False) == "start"
+    assert _policy.duplicate_verdict("allow", running=True, confirmed=False) == "start"
+    assert _policy.duplicate_verdict("reject", running=True, confirmed=True) == "reject"
+    assert _policy.duplicate_verdict("replace", running=True, confirmed=False) == "replace"
+    assert _policy.duplicate_verdict("confirm", running=True, confirmed=False) == "confirm"
+    assert _policy.duplicate_verdict("confirm", running=True, confirmed=True) == "start"
+
+
+def test_instruction_kind() -> None:
+    assert _policy.instruction_kind(redelivery=True, maybe_covered=True) == "redeliver"
+    assert _policy.instruction_kind(redelivery=False, maybe_covered=True) == "maybe_covered"
+    assert _policy.instruction_kind(redelivery=False, maybe_covered=False) == "deliver"
+
+
+def test_select_takes_every_result_and_one_follow_up_at_a_time() -> None:
+    class Item:
+        def __init__(self, kind: str, mode: str = "one_at_a_time") -> None:
+            self.kind, self.mode = kind, mode
+
+    a, b, c, d, e = (
+        Item("final"),
+        Item("follow_up"),
+        Item("follow_up"),
+        Item("update"),
+        Item("follow_up", "all"),
+    )
+    assert _policy.select([a, b, c, d, e]) == [a, b, d, e]

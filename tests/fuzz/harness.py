@@ -36,6 +36,7 @@ from livekit.agents.voice.io import TextOutput
 
 from livekit_async_tools import AsyncRunContext, AsyncToolOptions, attach, function_tool
 from livekit_async_tools.testing import FakeVoice, LLMRequest, ScriptedLLM, ToolCall
+from livekit_async_tools.testing._fake_voice import FAKE_VOICE_SUPPORTED
 
 from .oracle import TERMINAL, CallRec, Oracle, Violation, is_closed
 from .plan import Plan, ToolDef
@@ -616,7 +617,7 @@ class Harness:
         plan = self.plan
         loop = asyncio.get_running_loop()
         scripted = ScriptedLLM(self.decide, delay=plan.llm_delay)
-        if plan.voice:
+        if plan.voice and FAKE_VOICE_SUPPORTED:
             # a caller with a microphone: livekit's own VAD/STT/TTS turn taking
             self.voice = FakeVoice(
                 chars_per_second={0.0: 60.0, 0.05: 30.0}.get(plan.word_time, 10.0),
