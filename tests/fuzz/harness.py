@@ -750,7 +750,10 @@ def run_plan(plan: Plan) -> Outcome:
         for text in never_awaited:
             oracle.fail("7", text)
         if leaked_by is not None and getattr(oracle, "livekit_stuck", False):
-            oracle.note("session kept alive by livekit (a task that would not stop or a refused run's RunResult; not judged)")
+            oracle.note(
+                "session kept alive by livekit (a task that would not stop or a refused "
+                "run's RunResult; not judged)"
+            )
         elif leaked_by is not None:
             oracle.fail(
                 "5",
