@@ -786,6 +786,12 @@ def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None
     outcome = Outcome(plan)
     loop = looptime.new_event_loop(noop_cycles=1)
 
+    harness_ref = weakref.ref(harness)  # the handler must not keep the session alive
+
+    def refused_runs() -> int:
+        h = harness_ref()
+        return h.refused_runs if h is not None else 0
+
     def on_loop_error(_loop: Any, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         message = str(context.get("message"))
@@ -798,7 +804,7 @@ def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None
         if (
             message.startswith("Future exception was never retrieved")
             and "session closed" in repr(exc)
-            and harness.refused_runs
+            and refused_runs()
         ):
             return  # the RunResult of a refused session.run(), which livekit never returns
         loop_errors.append(f"{message}: {exc!r}" if exc else str(context))
