@@ -210,6 +210,8 @@ class Harness:
         self.background: set[asyncio.Task[Any]] = set()
         self.run_task: asyncio.Task[Any] | None = None
         self.refused_runs = 0
+        self.switch_asked_at = -1.0
+        self.last_handoff_at = 0.0
         self.expect_user_turn = False
         self.voice: FakeVoice | None = None
         self.triggers: list[tuple[str, float, tuple[Any, ...]]] = []
@@ -263,6 +265,7 @@ class Harness:
         if target is agent:
             return "you are already talking to that agent"
         self.note(f"transfer {self.oracle.name(agent)} -> {self.oracle.name(target)}")
+        self.switch_asked_at = asyncio.get_running_loop().time()
         return target
 
     def new_task(self) -> FuzzTask:
@@ -465,6 +468,7 @@ class Harness:
                 self.note("update_agent skipped (a task is current, or the target is)")
                 return
             self.note(f"update_agent -> {self.oracle.name(target)}")
+            self.switch_asked_at = asyncio.get_running_loop().time()
             session.update_agent(target)
         elif kind == "complete_task":
             self.complete_task()
@@ -553,6 +557,16 @@ class Harness:
         current = self.current()
         if isinstance(current, FuzzTask):
             return None
+        if current is not None and self.last_handoff_at < self.switch_asked_at:
+            # livekit never carried out the last switch the app or a tool asked for
+            # (e.g. handing back to an agent whose activity a racing AgentTask left open):
+            # it still routes replies to the previous activity
+            return current
+        if current is not None and is_closed(current):
+            # livekit never started the current agent's activity (its transition waits on
+            # a tool that awaits an AgentTask a racing handoff left behind): replies would
+            # go to the previous activity, so nothing may be spoken for it
+            return current
         for rec in self.oracle.calls.values():
             origin = rec.origin
             if origin is None or origin is current or is_closed(origin):
@@ -635,6 +649,12 @@ class Harness:
             self.session = session = AgentSession(llm=scripted)
             if plan.word_time > 0:
                 session.output.transcription = _SlowText(plan.word_time)
+
+        def on_item(ev: Any) -> None:
+            if getattr(ev.item, "type", "") == "agent_handoff":
+                self.last_handoff_at = asyncio.get_running_loop().time()
+
+        session.on("conversation_item_added", on_item)
         self.runtime = runtime = attach(
             session,
             AsyncToolOptions(
