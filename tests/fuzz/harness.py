@@ -209,7 +209,7 @@ class Harness:
         self.ids = 0
         self.background: set[asyncio.Task[Any]] = set()
         self.run_task: asyncio.Task[Any] | None = None
-        self.refused_runs = 0
+        self.refused_runs = [0]  # shared with the loop's error handler (outlives us)
         self.switch_asked_at = -1.0
         self.last_handoff_at = 0.0
         self.expect_user_turn = False
@@ -406,7 +406,7 @@ class Harness:
             if run:
                 # livekit has already made the run's RunResult, which it fails at close
                 # and nobody can await (it is not returned): not the package's
-                self.refused_runs += 1
+                self.refused_runs[0] += 1
                 self.oracle.livekit_stuck = True  # that RunResult also keeps the session
         finally:
             self.expect_user_turn = False
@@ -806,11 +806,7 @@ def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None
     outcome = Outcome(plan)
     loop = looptime.new_event_loop(noop_cycles=1)
 
-    harness_ref = weakref.ref(harness)  # the handler must not keep the session alive
-
-    def refused_runs() -> int:
-        h = harness_ref()
-        return h.refused_runs if h is not None else 0
+    refused = harness.refused_runs  # the error handler must not keep the harness alive
 
     def on_loop_error(_loop: Any, context: dict[str, Any]) -> None:
         exc = context.get("exception")
@@ -824,7 +820,7 @@ def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None
         if (
             message.startswith("Future exception was never retrieved")
             and "session closed" in repr(exc)
-            and refused_runs()
+            and refused[0]
         ):
             return  # the RunResult of a refused session.run(), which livekit never returns
         loop_errors.append(f"{message}: {exc!r}" if exc else str(context))
