@@ -811,19 +811,25 @@ def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None
     def on_loop_error(_loop: Any, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         message = str(context.get("message"))
-        task = context.get("task")
+        task = context.get("task") or context.get("future")
         name = task.get_name() if isinstance(task, asyncio.Task) else ""
         if message.startswith("Task was destroyed but it is pending") and not name.startswith(
             "async-tool"
         ):
             return  # a livekit task that would not stop at teardown (noted in the log)
         if (
+            message.startswith("Task exception was never retrieved")
+            and name
+            and not name.startswith(("async-tool", "fuzz"))
+        ):
+            return  # livekit's own task failed (e.g. a hand-back it refused): not the package's
+        if (
             message.startswith("Future exception was never retrieved")
             and "session closed" in repr(exc)
             and refused[0]
         ):
             return  # the RunResult of a refused session.run(), which livekit never returns
-        loop_errors.append(f"{message}: {exc!r}" if exc else str(context))
+        loop_errors.append(f"{message} ({name}): {exc!r}" if exc else str(context))
 
     loop.set_exception_handler(on_loop_error)
     # livekit times the caller's turn (endpointing) with time.time(): on the virtual
@@ -831,6 +837,7 @@ def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None
     # only orders and measures)
     real_time = time.time
     time.time = lambda: EPOCH + loop.time()
+    hung = False
     try:
         loop.run_until_complete(asyncio.wait_for(harness.main(), RUN_TIMEOUT))
     except TimeoutError:
@@ -841,7 +848,7 @@ def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None
             harness.oracle.note(f"the run hung in livekit for {RUN_TIMEOUT} virtual seconds")
             harness.oracle.livekit_stuck = True
         elif hasattr(harness, "oracle"):
-            harness.oracle.fail("2", f"the run hung for {RUN_TIMEOUT} virtual seconds")
+            hung = True  # judged below, once we know whether livekit's own tasks were stuck
         else:
             outcome.violations.append(Violation("2", "the run hung before it started"))
     except Exception as e:
@@ -858,6 +865,10 @@ def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None
                 harness.oracle.note(f"tasks that would not stop after close: {stuck}")
                 if any(not name.startswith("async-tool") for name in stuck):
                     harness.oracle.livekit_stuck = True
+            if hung and harness.oracle.livekit_stuck:
+                harness.oracle.note("the run hung behind livekit tasks that would not stop")
+            elif hung:
+                harness.oracle.fail("2", f"the run hung for {RUN_TIMEOUT} virtual seconds")
             loop.close()
         finally:
             time.time = real_time
