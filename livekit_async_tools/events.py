@@ -107,7 +107,7 @@ class TaskInfo:
         tool_name: The tool's name.
         arguments: The validated arguments, by parameter name.
         origin: The agent that dispatched the call.
-        state: ``starting`` or ``running``.
+        state: ``starting``, ``running``, or ``stopping`` while it is being cancelled.
         started_at: Event-loop time (``loop.time()``) when it started.
         cancellable: Whether the LLM and the app may cancel it.
         last_message: The last update message, if any.
