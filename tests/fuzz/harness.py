@@ -211,6 +211,7 @@ class Harness:
         self.run_task: asyncio.Task[Any] | None = None
         self.refused_runs = [0]  # shared with the loop's error handler (outlives us)
         self.switch_asked_at = -1.0
+        self.closing = False  # inside session.aclose() (livekit's own close)
         self.last_handoff_at = 0.0
         self.expect_user_turn = False
         self.voice: FakeVoice | None = None
@@ -473,7 +474,9 @@ class Harness:
         elif kind == "complete_task":
             self.complete_task()
         elif kind == "close":
+            self.closing = True
             await session.aclose()
+            self.closing = False
         elif kind == "say":
             self.spawn(self._caller(f"u{args[0] % len(plan.actions)}", args[1]), "say")
         elif kind == "noise":
@@ -556,7 +559,9 @@ class Harness:
         top of it: nothing will make it current again."""
         current = self.current()
         if isinstance(current, FuzzTask):
-            return None
+            # completed, yet livekit never handed back to its parent (nested tasks from
+            # parallel turns): nothing will make the paused origins current again
+            return current if current.done() else None
         if current is not None and self.last_handoff_at < self.switch_asked_at:
             # livekit never carried out the last switch the app or a tool asked for
             # (e.g. handing back to an agent whose activity a racing AgentTask left open):
@@ -693,7 +698,9 @@ class Harness:
                 oracle.check_items("2", settled=True)
                 oracle.check_calls(final=True)
             oracle.check_contexts()
+            self.closing = True
             await session.aclose()
+            self.closing = False
         oracle.closed = True
         await runtime.aclose()
         await asyncio.sleep(0)
@@ -842,7 +849,9 @@ def _execute(plan: Plan, loop_errors: list[str]) -> tuple[Outcome, Oracle | None
         loop.run_until_complete(asyncio.wait_for(harness.main(), RUN_TIMEOUT))
     except TimeoutError:
         runtime = getattr(harness, "runtime", None)
-        if hasattr(harness, "oracle") and runtime is not None and not runtime.describe():
+        if hasattr(harness, "oracle") and (
+            (runtime is not None and not runtime.describe()) or harness.closing
+        ):
             # nothing of the package runs or waits: livekit itself is stuck (e.g. a tool
             # awaiting an AgentTask that a racing handoff never started)
             harness.oracle.note(f"the run hung in livekit for {RUN_TIMEOUT} virtual seconds")
