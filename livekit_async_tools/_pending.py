@@ -158,10 +158,13 @@ class Pending:
         return follow_up_id
 
     def _admit(self, item: PendingItem) -> None:
-        if self.route(item) == "drop":
+        route = self.route(item)
+        if route == "drop":
             self._report([item], "dropped", reason="origin_closed")
-        else:
-            self._items.append(item)
+            return
+        if route == "wait":
+            self._gate.wait_for(item.origin, self._services.options.settle_delay)
+        self._items.append(item)
 
     def put_back(self, items: list[PendingItem]) -> None:
         """Items of a cut or failed reply go back to the front, in their order, through

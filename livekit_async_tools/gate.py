@@ -46,6 +46,7 @@ class Gate:
         self._recheck: asyncio.TimerHandle | None = None
         self._soon: asyncio.Handle | None = None
         self._exiting: weakref.WeakSet[Agent] = weakref.WeakSet()
+        self._waiting: weakref.WeakSet[Agent] = weakref.WeakSet()
         self._dispatching: dict[int, tuple[Agent, int]] = {}
         # the agent livekit routes replies to: set when its activity took over (the
         # handoff item); a handoff in progress leaves `current_agent` ahead of it
@@ -145,10 +146,21 @@ class Gate:
         waiting for an unrelated event (only before 1.5, where no event follows)."""
         if self._recheck is not None:
             return
-        if any(not _compat.agent_is_closed(a) for a in self._exiting):
+        current = self.current()
+        waiting = [a for a in self._waiting if a is not current]
+        if any(not _compat.agent_is_closed(a) for a in [*self._exiting, *waiting]):
             self._recheck = asyncio.get_running_loop().call_later(
                 max(settle_delay, 0.05), self._on_recheck
             )
+
+    def wait_for(self, agent: Agent, settle_delay: float) -> None:
+        """Items wait for ``agent`` (paused or draining). Before 1.5 no event says when it
+        closes or comes back, so look again every ``settle_delay`` while it is neither
+        (from 1.5 livekit's handoff item does). Forgotten once it is closed or current."""
+        if _compat.HANDOFF_ITEMS:
+            return
+        self._waiting.add(agent)
+        self.watch_closing(settle_delay)
 
     def _on_recheck(self) -> None:
         self._recheck = None
