@@ -73,7 +73,7 @@ class _Recorder:
         self.segments: list[_Segment] = []
         self._by_speech: dict[str, _Segment] = {}
         self._captured: set[str] = set()
-        self._agent: Agent | None = self._current_agent()
+        self._speaker: Agent | None = self._current_agent()
 
     def _current_agent(self) -> Agent | None:
         try:
@@ -116,12 +116,12 @@ class _Recorder:
         new_agent = self._current_agent()
         if new_agent is None or new_agent.id != item.new_agent_id:
             return
-        old_agent = self._agent
+        old_agent = self._speaker
         if old_agent is not None and old_agent.id != item.old_agent_id:
             old_agent = None
         handoff = AgentHandoffEvent(item=item, old_agent=old_agent, new_agent=new_agent)
         self.segments.append(_Segment(handoff=handoff))
-        self._agent = new_agent
+        self._speaker = new_agent
 
     def _on_reply_updated(self, ev: ReplyUpdated) -> None:
         if ev.status != "scheduled" or ev.speech_id is None:
