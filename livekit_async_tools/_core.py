@@ -55,7 +55,6 @@ class Core:
         self.listeners: dict[str, list[Callable[[Any], object]]] = {e: [] for e in EVENTS}
         self.idle_waiters: list[asyncio.Future[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._ended: dict[str, TaskStatus] = {}
         store = ChatStore(lambda: _compat.session_history(session))
         self.gate = Gate(session, self._wake, self._on_lifecycle)
         self.delivery = DeliveryQueue(self, session, self.gate, store)
@@ -81,8 +80,9 @@ class Core:
     def tasks(self) -> tuple[TaskInfo, ...]:
         return self.calls.infos()
 
-    async def cancel(self, call_id: str) -> bool:
-        """Cancel a cancellable call and wait until it stopped (see the runtime's doc)."""
+    async def cancel(self, call_id: str) -> TaskStatus:
+        """Cancel a cancellable call, wait until it stopped and return how it ended
+        (``cancelled``, or its own outcome if it ended first; see the runtime's doc)."""
         call = self.calls.get(call_id)
         if call is None:
             raise llm.ToolError(self.options.cancel_unknown_template.format(call_id=call_id))
@@ -92,13 +92,9 @@ class Core:
                     tool_name=call.tool_name, call_id=call_id
                 )
             )
-        cancelled = await self.calls.stop(call, "cancelled")
-        if not cancelled and call.status is not None:
-            self._ended[call_id] = call.status
-        return cancelled
-
-    def status_of(self, call_id: str) -> str | None:
-        return self._ended.pop(call_id, None)
+        await self.calls.stop(call, "cancelled")
+        assert call.status is not None  # stop() returns once the call has ended
+        return call.status
 
     # -- Notes ---------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypeVar
 from livekit.agents import llm
 
 from ._spec import FollowUpMode
-from .events import ReplyUpdated, TaskEnded, TaskInfo, TaskStarted, TaskUpdated
+from .events import ReplyUpdated, TaskEnded, TaskInfo, TaskStarted, TaskStatus, TaskUpdated
 from .options import AsyncToolOptions, Delivery
 
 if TYPE_CHECKING:
@@ -153,10 +153,8 @@ class SessionControl(Protocol):
     @property
     def tasks(self) -> tuple[TaskInfo, ...]: ...
 
-    async def cancel(self, call_id: str) -> bool: ...
-
-    def status_of(self, call_id: str) -> str | None:
-        """How a call that just left `tasks` ended (for the LLM's answer)."""
+    async def cancel(self, call_id: str) -> TaskStatus:
+        """Cancel a call, wait for its end and return how it ended."""
 
 
 class Registry:

@@ -57,12 +57,11 @@ async def cancel_task(call_id: str, ctx: RunContext[Any]) -> str:
     if runtime is None:
         raise llm.ToolError(AsyncToolOptions().cancel_unknown_template.format(call_id=call_id))
     info = next((t for t in runtime.tasks if t.call_id == call_id), None)
-    cancelled = await runtime.cancel(call_id)  # raises ToolError for unknown / refused
+    status = await runtime.cancel(call_id)  # raises ToolError for unknown / refused
     assert info is not None
     fmt = {"tool_name": info.tool_name, "call_id": call_id}
-    if cancelled:
+    if status == "cancelled":
         return runtime.options.cancel_done_template.format(**fmt)
-    status = runtime.status_of(call_id) or "ended"
     return runtime.options.cancel_too_late_template.format(**fmt, status=status)
 
 

@@ -175,7 +175,7 @@ class AsyncToolRuntime:
             livekit.agents.llm.ToolError: The id is unknown or the call is not
                 cancellable (the message says which, for the LLM to relay).
         """
-        return await self._core.cancel(call_id)
+        return await self._core.cancel(call_id) == "cancelled"
 
     async def settle(self, timeout: float | None = None) -> None:
         """Wait until no call is running and no deferred reply is pending.
