@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from livekit.agents import Agent, RunContext, llm
 
-from . import _policy
+from . import _compat, _policy
 from ._log import logger
 from ._ports import ItemSink, Notes, Services
 from ._spec import CONFIRM_PARAM, ToolSpec
@@ -137,7 +137,7 @@ class Calls:
             if outcome.status == "succeeded":
                 return outcome.result
             raise llm.ToolError(outcome.error_text or "")
-        return ack_text(
+        text = ack_text(
             opts,
             tool_name=call.tool_name,
             call_id=call_id,
@@ -145,6 +145,16 @@ class Calls:
             automatic=outcome.automatic,
             seconds=call.elapsed,
         )
+        # livekit already answered the LLM and takes this return for a final result:
+        # let it record the acknowledgement without a reply of its own
+        return _compat.quiet_result(text) if outcome.released else text
+
+    def released(self, call_id: str) -> None:
+        """livekit answered ``call_id`` itself (an interrupted turn stopped waiting
+        for it): the call counts as acknowledged, its dispatch returns at once."""
+        call = self._calls.get(call_id)
+        if call is not None:
+            call.acknowledge(released=True)
 
     def _forget(self, call: AsyncCall) -> None:
         if self._calls.get(call.call_id) is call:

@@ -59,14 +59,17 @@ class ChatStore:
 
     def _record_history(self, items: list[PendingItem]) -> None:
         """The session's history (transcripts, reports) gets each pair once, in its
-        place by creation time, like livekit's own tool calls."""
+        place by creation time, like livekit's own tool calls; never an id or call id
+        it already holds."""
         history = self._history()
         new = [p for p in items if not p.in_history]
         if history is None or not new:
             return
         for p in new:
             p.in_history = True
-        history.insert([item for p in new for item in p.chat_items])
+        missing = _missing(history.items, [item for p in new for item in p.chat_items])
+        if missing:
+            history.insert(missing)
 
     async def restore(self, agent: Agent) -> None:
         """Re-insert this package's items that a context rewrite dropped."""
@@ -116,8 +119,16 @@ class ChatStore:
 
 async def _write_once(agent: Agent, items: list[llm.ChatItem]) -> None:
     chat_ctx = agent.chat_ctx.copy()
-    ids = {item.id for item in chat_ctx.items}
-    calls = {_call_key(item) for item in chat_ctx.items} - {None}
+    missing = _missing(chat_ctx.items, items)
+    if missing:
+        chat_ctx.insert(missing)
+        await _compat.update_agent_chat_ctx(agent, chat_ctx)
+
+
+def _missing(held: Sequence[llm.ChatItem], items: list[llm.ChatItem]) -> list[llm.ChatItem]:
+    """Those of ``items`` whose id and call id ``held`` (and the earlier ones) lack."""
+    ids = {item.id for item in held}
+    calls = {_call_key(item) for item in held} - {None}
     missing: list[llm.ChatItem] = []
     for item in items:
         key = _call_key(item)
@@ -127,9 +138,7 @@ async def _write_once(agent: Agent, items: list[llm.ChatItem]) -> None:
         if key is not None:
             calls.add(key)
         missing.append(item)
-    if missing:
-        chat_ctx.insert(missing)
-        await _compat.update_agent_chat_ctx(agent, chat_ctx)
+    return missing
 
 
 def _call_key(item: llm.ChatItem) -> tuple[str, str] | None:

@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
+import livekit.agents as lk
 from livekit.agents import llm
 from livekit.agents.version import __version__ as LIVEKIT_AGENTS_VERSION
 
@@ -24,6 +25,8 @@ __all__ = [
     "caller_turn_wait",
     "function_call",
     "notify_lifecycle",
+    "quiet_result",
+    "released_call_id",
     "reply_failed",
     "reset_away_timer",
     "session_history",
@@ -176,3 +179,29 @@ def session_history(session: AgentSession[Any]) -> llm.ChatContext | None:
         return session.history
     except RuntimeError:
         return None
+
+
+def released_call_id(ev: object) -> str | None:
+    """The call id livekit answered by itself, from a ``tool_execution_updated`` event.
+
+    From 1.8, when an interrupted turn stops waiting for a tool that has not returned,
+    livekit answers the call with its own first update (a "still running" placeholder,
+    under the call's own id) and treats the tool's return as a later final result.
+    The package never sends livekit such an update itself, so one for a background
+    call means livekit released it. ``None`` for any other event or version.
+    """
+    update = getattr(ev, "update", None)
+    updated = getattr(lk, "ToolCallUpdated", None)
+    if updated is None or not isinstance(update, updated):
+        return None
+    call_id = getattr(update, "call_id", None)
+    return call_id if isinstance(call_id, str) and update.id == call_id else None
+
+
+def quiet_result(text: str) -> object:
+    """A tool output livekit records without starting a reply (`ToolResult` with
+    ``reply_required=False``, 1.8+); the plain text where that does not exist."""
+    result = getattr(lk, "ToolResult", None)
+    if result is None:
+        return text
+    return result(text, reply_required=False)

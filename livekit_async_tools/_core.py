@@ -69,6 +69,7 @@ class Core:
             ("user_state_changed", self._on_user_state),
             ("conversation_item_added", self._on_item_added),
             ("speech_created", self._on_speech_created),
+            ("tool_execution_updated", self._on_tool_execution_updated),
             ("close", self._on_session_close),
         ]
         for name, handler in self._session_handlers:
@@ -198,6 +199,11 @@ class Core:
     def _on_speech_created(self, ev: Any) -> None:
         self.gate.track(ev.speech_handle)
         self.delivery.evaluate()
+
+    def _on_tool_execution_updated(self, ev: object) -> None:
+        call_id = _compat.released_call_id(ev)
+        if call_id is not None:
+            self.calls.released(call_id)
 
     def _on_session_close(self, _ev: object) -> None:
         self.close()

@@ -40,10 +40,11 @@ _HASH_LENGTH = 8
 
 
 def derived_call_id(call_id: str, suffix: str) -> str:
-    """The call id of a call's deferred item: ``<call_id>_<suffix>`` (``_final``,
-    ``_update_<n>``) when that fits in `MAX_CALL_ID_LENGTH`, else the call id cut short
+    """The call id of a call's deferred item: ``<call_id>_<suffix>`` (``_result``,
+    ``_progress_<n>``) when that fits in `MAX_CALL_ID_LENGTH`, else the call id cut short
     plus a stable 8-character hash of it, so ids stay unique in a session and valid
-    for every provider."""
+    for every provider. The suffixes differ from livekit's own (``_final``,
+    ``_update_<n>`` of its native async tools), so the two never collide."""
     plain = f"{call_id}_{suffix}"
     if len(plain) <= MAX_CALL_ID_LENGTH:
         return plain

@@ -40,6 +40,8 @@ class Acknowledged:
 
     message: object | None
     automatic: bool
+    released: bool = False
+    """livekit answered the call itself (see `_compat.released_call_id`)."""
 
 
 @dataclass(frozen=True)
@@ -178,12 +180,13 @@ class AsyncCall:
         if self.spec.timeout is not None:
             self._timeout = self.loop.call_later(self.spec.timeout, self._on_timeout)
 
-    def acknowledge(self) -> None:
-        """Acknowledge automatically (``ack_after`` expired or the dispatch was cut)."""
+    def acknowledge(self, *, released: bool = False) -> None:
+        """Acknowledge automatically (``ack_after`` expired, the dispatch was cut, or
+        livekit answered the call itself: ``released``)."""
         if self.outcome.done():
             return
         self._transition("acknowledged")
-        self.outcome.set_result(Acknowledged(message=None, automatic=True))
+        self.outcome.set_result(Acknowledged(message=None, automatic=True, released=released))
         self._services.emit(TaskUpdated(call_id=self.call_id, message=None, delivery="when_idle"))
 
     def request_stop(self, reason: Literal["cancelled", "timed_out"]) -> bool:
@@ -231,7 +234,7 @@ class AsyncCall:
         item = self._sink.add(
             self.identity,
             kind="update",
-            suffix=f"update_{self._updates}",
+            suffix=f"progress_{self._updates}",
             output=output,
             is_error=False,
             delivery=delivery,
@@ -364,7 +367,7 @@ class AsyncCall:
         self._sink.add(
             self.identity,
             kind="final",
-            suffix="final",
+            suffix="result",
             output=output,
             is_error=status != "succeeded",
             delivery=delivery,

@@ -127,7 +127,7 @@ def keyword_brain(
                 it.output
                 for it in items
                 if it.type == "function_call_output"
-                and ("_final" in it.call_id or "_update_" in it.call_id)
+                and ("_result" in it.call_id or "_progress_" in it.call_id)
                 and it.call_id in text
             ]
             return "Result: " + "; ".join(named) if named else ""

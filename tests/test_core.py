@@ -82,8 +82,8 @@ async def test_first_update_acknowledges_and_result_is_spoken_later() -> None:
             "Result: 3 flights to Paris for 1",
         ]
         outs = outputs(agent)
-        assert outs["call_1_final"].output == "3 flights to Paris for 1"
-        assert "call_1_update_2" in outs  # recorded, but superseded in the same batch
+        assert outs["call_1_result"].output == "3 flights to Paris for 1"
+        assert "call_1_progress_2" in outs  # recorded, but superseded in the same batch
         assert rec.names("call_1") == [
             "task_started",
             "task_updated",
@@ -211,7 +211,7 @@ async def test_tool_raising_after_ack_delivers_an_error_result() -> None:
         agent.progress.set()
         agent.release.set()
         await runtime.settle(timeout=5)
-        final = outputs(agent)["call_1_final"]
+        final = outputs(agent)["call_1_result"]
         assert final.is_error
         assert "hunter2" not in final.output
         assert "unexpected internal error" in final.output
@@ -334,7 +334,7 @@ async def test_twenty_concurrent_tasks_are_all_recorded_and_spoken() -> None:
             cid for e in rec.of("reply_updated") if e.status == "delivered" for cid in e.call_ids
         }
         assert delivered == {f"c{n}" for n in range(20)}
-        finals = [o for cid, o in outputs(session.current_agent).items() if cid.endswith("_final")]
+        finals = [o for cid, o in outputs(session.current_agent).items() if cid.endswith("_result")]
         assert len(finals) == 20
         said = " ".join(spoken(session))
         assert all(f"item {n}" in said for n in range(20))

@@ -139,7 +139,7 @@ async def test_result_waits_for_agent_task_and_is_spoken_by_the_origin() -> None
         final_ids = [
             it.call_id for it in travel.chat_ctx.items if isinstance(it, llm.FunctionCallOutput)
         ]
-        assert "call_1_final" in final_ids  # recorded in the paused origin at once
+        assert "call_1_result" in final_ids  # recorded in the paused origin at once
 
         await session.run(user_input="it is ann@example.com")
         await booking
@@ -210,7 +210,7 @@ async def test_handoff_forward_speaks_through_the_new_agent() -> None:
         await runtime.settle(timeout=5)
         assert speaker_of("Result: 3 flights to Paris", travel, hotel) == [hotel]
         ids = [it.call_id for it in hotel.chat_ctx.items if isinstance(it, llm.FunctionCallOutput)]
-        assert "call_1_final" in ids
+        assert "call_1_result" in ids
 
 
 async def test_handoff_hold_delivers_when_the_origin_is_back() -> None:

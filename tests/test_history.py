@@ -38,8 +38,8 @@ async def test_a_result_reads_as_a_transcript_in_session_history() -> None:
             "call call_1",
             "output call_1",
             "assistant: One moment.",
-            "call call_1_final",
-            "output call_1_final",
+            "call call_1_result",
+            "output call_1_result",
             "assistant: Result: 3 flights to Paris",
         ]
 
@@ -72,8 +72,8 @@ async def test_handed_off_and_cut_replies_put_each_pair_in_history_once() -> Non
         ids = [it.id for it in items]
         assert len(ids) == len(set(ids))
         lines = transcript(items)
-        assert lines.count("call call_1_final") == 1
-        assert lines.count("output call_1_final") == 1
-        final_at = lines.index("output call_1_final")
+        assert lines.count("call call_1_result") == 1
+        assert lines.count("output call_1_result") == 1
+        final_at = lines.index("output call_1_result")
         assert lines[-1].startswith("assistant: Result")
         assert final_at < len(lines) - 1

@@ -195,7 +195,7 @@ async def poll(cond: Callable[[], bool], timeout: float = 5.0) -> None:
 
 def has_final(agent: Agent) -> bool:
     """Whether a final result item is in the agent's context."""
-    return any(cid.endswith("_final") for cid in call_ids(agent))
+    return any(cid.endswith("_result") for cid in call_ids(agent))
 
 
 def call_ids(agent: Agent) -> list[str]:
@@ -593,7 +593,7 @@ async def test_handoff_with_chat_ctx_copy_while_a_progress_update_waits(
     ):
         await session.run(user_input="flight")
         travel.flights.set()
-        await poll(lambda: any("_update_" in cid for cid in call_ids(travel)))
+        await poll(lambda: any("_progress_" in cid for cid in call_ids(travel)))
         nxt = next_agent(chat_ctx=travel.chat_ctx)
         session.update_agent(nxt)
         await until(session, lambda: _closed(travel))
@@ -981,7 +981,7 @@ async def test_many_updates(openai_server: OpenAIServer) -> None:
 @pytest.mark.parametrize("length", [35, 40])
 async def test_long_provider_call_ids(openai_server: OpenAIServer, length: int) -> None:
     """Provider call ids of 35 and 40 characters (OpenAI accepts up to 40; its own are 29):
-    ``<id>_final`` would be 41+ characters. Two calls, a progress update each."""
+    ``<id>_result`` would be 41+ characters. Two calls, a progress update each."""
     openai_server.call_id_length = length
 
     class Reporting(Travel):
@@ -1093,7 +1093,7 @@ async def test_replace_a_call_with_pending_progress(openai_server: OpenAIServer)
     async with wire(openai_server, agent) as (session, runtime, rec):
         await session.run(user_input="flight")
         agent.flights.set()
-        await poll(lambda: any("_update_" in cid for cid in call_ids(agent)))
+        await poll(lambda: any("_progress_" in cid for cid in call_ids(agent)))
         await session.run(user_input="flight")  # replaces the running call
         agent.hotels.set()
         await runtime.settle(timeout=10)

@@ -137,12 +137,12 @@ def test_retry_backoff_grows_and_is_bounded() -> None:
 
 
 def test_derived_ids_keep_short_ids_readable() -> None:
-    assert _policy.derived_call_id("call_abc", "final") == "call_abc_final"
-    assert _policy.derived_call_id("call_abc", "update_3") == "call_abc_update_3"
+    assert _policy.derived_call_id("call_abc", "result") == "call_abc_result"
+    assert _policy.derived_call_id("call_abc", "progress_3") == "call_abc_progress_3"
 
 
 @pytest.mark.parametrize("length", [29, 34, 35, 40, 64, 200])
-@pytest.mark.parametrize("suffix", ["final", "update_1", "update_1000", "update_123456"])
+@pytest.mark.parametrize("suffix", ["result", "progress_1", "progress_1000", "progress_123456"])
 def test_derived_ids_fit_openai_and_stay_unique(length: int, suffix: str) -> None:
     a = "c" * length
     b = "c" * (length - 1) + "d"

@@ -90,7 +90,7 @@ async def test_progress_and_result_replies_in_order() -> None:
             name="search_flights", arguments={"city": "Rome"}
         )
         progress = result.expect.next_event().is_function_call_output().event().item
-        assert progress.call_id == "call_1_update_2"
+        assert progress.call_id == "call_1_progress_2"
         assert "half of them answered" in progress.output
         said = result.expect.next_event().is_message(role="assistant").event().item
         assert said.text_content == "Half of the airlines answered."
@@ -208,7 +208,7 @@ async def test_a_reply_spoken_again_shows_its_pair_once() -> None:
             "scheduled",
             "delivered",
         ]
-        assert outputs(result) == [("call_1_final", "3 flights to Rome")]
+        assert outputs(result) == [("call_1_result", "3 flights to Rome")]
         said = result.events[-1].item
         assert said.type == "message"
         assert said.text_content == "I found 3 flights to Rome."
@@ -292,7 +292,7 @@ async def test_strict_check_lists_the_requests_beyond_the_script() -> None:
     assert "user: 'Flights to Rome?'" in message
     assert "#3 (tools: " in message
     assert "answered with nothing: the script was used up" in message
-    assert "function_call_output [call_1_final] output: '3 flights to Rome'" in message
+    assert "function_call_output [call_1_result] output: '3 flights to Rome'" in message
 
 
 async def test_strict_check_lists_replies_never_requested() -> None:

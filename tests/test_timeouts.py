@@ -112,7 +112,7 @@ async def test_cancel_a_running_call() -> None:
             for it in agent.chat_ctx.items
             if isinstance(it, llm.FunctionCallOutput)
         }
-        assert out[f"{info.call_id}_final"] == (
+        assert out[f"{info.call_id}_result"] == (
             "cancellable_search was cancelled before it returned a result."
         )
 

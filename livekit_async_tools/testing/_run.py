@@ -29,7 +29,7 @@ from ..runtime import runtime_of
 
 __all__ = ["settle_run"]
 
-_SUFFIX = re.compile(r"(final|update_\d+)$")
+_SUFFIX = re.compile(r"(result|progress_\d+)$")
 
 
 def _derived_from(item_call_id: str, call_id: str) -> bool:
@@ -203,8 +203,8 @@ async def settle_run(
         result.expect.no_more_events()
 
     Each deferred reply appears as the ``function_call`` / ``function_call_output``
-    pair(s) it speaks (the items the package recorded as ``<call_id>_final`` or
-    ``<call_id>_update_<n>``, one per call the reply carries, not repeated when an
+    pair(s) it speaks (the items the package recorded as ``<call_id>_result`` or
+    ``<call_id>_progress_<n>``, one per call the reply carries, not repeated when an
     interrupted reply is spoken again) followed by the items of its speech (the
     assistant message, and any tool call the reply made). Every other speech
     started while waiting is there too, in the order it was created, and handoffs

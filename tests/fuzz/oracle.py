@@ -408,7 +408,7 @@ class Oracle:
             rec = self.calls.get(cid)
             if rec is None or rec.follow_up:
                 continue
-            prefixes = (f"{cid}_final", f"{cid}_update_")
+            prefixes = (f"{cid}_result", f"{cid}_progress_")
             for agent in holders:
                 if not any(
                     isinstance(it, llm.FunctionCallOutput) and it.call_id.startswith(prefixes)
