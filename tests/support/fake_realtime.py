@@ -169,6 +169,8 @@ class FakeRealtimeModel(llm.RealtimeModel):
             ``dataclasses.replace``).
         word_delay: Seconds between streamed words of a reply (0: all at once). A reply
             is active on the server until it is fully streamed.
+        response_tail: Seconds a reply stays active on the server after its last part
+            was streamed (the wait for ``response.done``).
         turn_detection: Report server-side turn detection (caller speech events drive
             interruptions, as with a real model).
     """
@@ -179,6 +181,7 @@ class FakeRealtimeModel(llm.RealtimeModel):
         *,
         profile: RealtimeProfile = OPENAI_LIKE,
         word_delay: float = 0.0,
+        response_tail: float = 0.0,
         turn_detection: bool = True,
     ) -> None:
         super().__init__(
@@ -198,6 +201,7 @@ class FakeRealtimeModel(llm.RealtimeModel):
         self.brain = brain
         self.profile = profile
         self.word_delay = word_delay
+        self.response_tail = response_tail
         self.sessions: list[FakeRealtimeSession] = []
         self._call_ids = itertools.count(1)
 
@@ -651,6 +655,11 @@ class FakeRealtimeSession(llm.RealtimeSession):  # type: ignore[type-arg]
                     self._view.items.append(fc)
                 fnc_ch.send_nowait(fc)
             await asyncio.sleep(0)
+            msg_ch.close()
+            fnc_ch.close()
+            if self.model.response_tail > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(response.stop.wait(), self.model.response_tail)
         finally:
             msg_ch.close()
             fnc_ch.close()
