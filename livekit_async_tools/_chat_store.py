@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from livekit.agents import Agent, llm
 
 from . import _compat
+from ._model import PIPELINE, ModelTraits
 from ._ports import PendingItem
 
 __all__ = ["ChatStore", "said_after"]
@@ -30,10 +31,20 @@ class ChatStore:
     twice in a context (whatever copied it there before, e.g. a new agent built with
     ``chat_ctx=old.chat_ctx``). It remembers what it wrote, to restore it after livekit
     rewrites a context (`Agent.update_tools` drops calls to tools the agent lacks).
+    For a model that answers tool outputs by itself, items are held until they are
+    spoken (`hold`): the write that carries them is the reply.
     """
 
-    def __init__(self, history: Callable[[], llm.ChatContext | None]) -> None:
+    def __init__(
+        self,
+        history: Callable[[], llm.ChatContext | None],
+        traits: Callable[[Agent], ModelTraits] = lambda _agent: PIPELINE,
+    ) -> None:
         self._history = history
+        self.traits = traits
+        self._held: weakref.WeakKeyDictionary[Agent, list[PendingItem]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._queues: weakref.WeakKeyDictionary[Agent, _Queue] = weakref.WeakKeyDictionary()
         self._owned: weakref.WeakKeyDictionary[Agent, list[llm.ChatItem]] = (
             weakref.WeakKeyDictionary()
@@ -46,7 +57,8 @@ class ChatStore:
             Exception: What livekit raised while updating the context; the items are
                 then not marked as written.
         """
-        new = [p for p in items if p.chat_items and agent not in p.inserted_into]
+        held = self._held.pop(agent, [])
+        new = [p for p in [*held, *items] if p.chat_items and agent not in p.inserted_into]
         if not new:
             return
         chat_items = [item for p in new for item in p.chat_items]
@@ -56,6 +68,18 @@ class ChatStore:
             if agent not in p.inserted_into:
                 p.inserted_into.append(agent)
         self._record_history(new)
+
+    def lacks(self, agent: Agent, items: list[PendingItem]) -> bool:
+        """True if writing ``items`` would add something to ``agent``'s context."""
+        chat_items = [item for p in items for item in p.chat_items]
+        return bool(_missing(agent.chat_ctx.items, chat_items))
+
+    def hold(self, agent: Agent, item: PendingItem) -> None:
+        """Keep ``item`` out of ``agent``'s context until the next `insert` there (a
+        model that answers every tool output by itself would speak it at once); the
+        session's history gets it now."""
+        self._held.setdefault(agent, []).append(item)
+        self._record_history([item])
 
     def _record_history(self, items: list[PendingItem]) -> None:
         """The session's history (transcripts, reports) gets each pair once, in its

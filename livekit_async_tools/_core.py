@@ -17,6 +17,7 @@ from ._away import AwayHold
 from ._calls import Calls
 from ._chat_store import ChatStore
 from ._log import logger
+from ._model import traits
 from ._ports import CONTROLS, Event
 from ._spec import FollowUpMode
 from .control import ControlTools
@@ -55,7 +56,9 @@ class Core:
         self.listeners: dict[str, list[Callable[[Any], object]]] = {e: [] for e in EVENTS}
         self.idle_waiters: list[asyncio.Future[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        store = ChatStore(lambda: _compat.session_history(session))
+        store = ChatStore(
+            lambda: _compat.session_history(session), lambda agent: traits(agent, session)
+        )
         self.gate = Gate(session, self._wake, self._on_lifecycle)
         self.delivery = DeliveryQueue(self, session, self.gate, store)
         self._steering = Steering(self, self.gate, store)
@@ -198,6 +201,7 @@ class Core:
 
     def _on_speech_created(self, ev: Any) -> None:
         self.gate.track(ev.speech_handle)
+        self.delivery.on_speech_created(ev)
         self.delivery.evaluate()
 
     def _on_tool_execution_updated(self, ev: object) -> None:

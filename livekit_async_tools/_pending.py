@@ -132,7 +132,11 @@ class Pending:
 
     async def _record(self, item: PendingItem) -> None:
         target = self._gate.record_target(item.origin, item.on_handoff)
-        if target is not None:
+        if target is None:
+            return
+        if self._store.traits(target).auto_reply:
+            self._store.hold(target, item)  # written when spoken: the write is the reply
+        else:
             await self._store.insert(target, [item])
 
     def add_follow_up(

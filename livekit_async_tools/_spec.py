@@ -101,3 +101,13 @@ class ToolSpec:
         if self.duplicate_scope == "name":
             return self.name
         return self.name + json.dumps(arguments, sort_keys=True, default=str, ensure_ascii=False)
+
+
+SPEC_ATTR = "__livekit_async_spec__"
+"""The attribute `function_tool` sets on a background tool's wrapper."""
+
+
+def spec_of(tool: object) -> ToolSpec | None:
+    """The `ToolSpec` of a background tool (as livekit lists it), else ``None``."""
+    spec = getattr(tool, SPEC_ATTR, None)
+    return spec if isinstance(spec, ToolSpec) else None

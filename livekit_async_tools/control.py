@@ -14,6 +14,7 @@ from livekit.agents import function_tool as lk_function_tool
 from . import _compat
 from ._chat_store import ChatStore
 from ._ports import CONTROLS, Services, SessionControl
+from ._spec import spec_of
 from .options import AsyncToolOptions
 
 __all__ = ["CONTROL_TOOL_NAMES", "ControlTools", "cancel_task", "get_running_tasks"]
@@ -70,8 +71,9 @@ _CONTROL_TOOLS: list[llm.Tool | llm.Toolset] = [get_running_tasks, cancel_task]
 
 
 class ControlTools:
-    """Adds the control tools to the current agent while tasks are live (``dynamic``),
-    always (``always``) or never (``never``), and removes them after the last task."""
+    """Adds the control tools to each agent with a background tool when it is first
+    current (``auto``), to every agent (``always``), to the current agent while tasks
+    are live, removing them after the last task (``dynamic``), or never (``never``)."""
 
     def __init__(
         self,
@@ -89,8 +91,11 @@ class ControlTools:
         self._lock = asyncio.Lock()
         self._scheduled = False
 
-    def _wanted(self) -> bool:
+    def _wanted(self, agent: Agent | None) -> bool:
+        """Whether ``agent`` (the current one) should offer the control tools now."""
         mode = self._services.options.control_tools
+        if mode == "auto":
+            return agent is not None and _has_background_tool(agent)
         return mode == "always" or (mode == "dynamic" and self._live())
 
     def _current(self) -> Agent | None:
@@ -106,10 +111,10 @@ class ControlTools:
     def _needs_sync(self) -> bool:
         if self._services.options.control_tools == "never" or self._closed:
             return False
-        if self._wanted():
-            current = self._current()
+        current = self._current()
+        if self._wanted(current):
             return current is not None and current not in self._agents
-        return len(self._agents) > 0
+        return self._services.options.control_tools == "dynamic" and len(self._agents) > 0
 
     def schedule(self) -> None:
         """Bring the offered tools in line with the live tasks (cheap if nothing changes)."""
@@ -123,11 +128,11 @@ class ControlTools:
             self._scheduled = False
             if self._closed:
                 return
-            if self._wanted():
-                current = self._current()
+            current = self._current()
+            if self._wanted(current):
                 if current is not None and current not in self._agents:
                     await self._add(current)
-            else:
+            elif self._services.options.control_tools == "dynamic":
                 for agent in list(self._agents):
                     self._agents.discard(agent)
                     if not _compat.agent_is_closed(agent):
@@ -153,3 +158,7 @@ class ControlTools:
 
 def _tool_id(tool: llm.Tool | llm.Toolset) -> str:
     return tool.id
+
+
+def _has_background_tool(agent: Agent) -> bool:
+    return any(spec_of(t) is not None for t in agent.tools)

@@ -46,6 +46,10 @@ def _said(handle: SpeechHandle) -> bool:
     )
 
 
+AUTO_REPLY_WAIT = 5.0
+"""Seconds a delivery waits for the reply a model that answers tool outputs by itself
+starts after the results were written; then it asks for one with ``generate_reply``."""
+
 _MAX_DECISIONS = 8
 """Decide-act rounds of one delivery: every await (a context write, cutting the agent)
 is followed by a fresh decision; a world that keeps changing ends the round."""
@@ -75,6 +79,7 @@ class DeliveryQueue:
         self._retry: asyncio.TimerHandle | None = None
         self._refusals = 0
         self._delivering = False
+        self._auto_reply: asyncio.Future[SpeechHandle] | None = None
 
     @property
     def _closed(self) -> bool:
@@ -178,6 +183,13 @@ class DeliveryQueue:
                 return
             target, speak = batch.target, batch.items
             unwritten = [p for p in speak if p.chat_items and target not in p.inserted_into]
+            if (
+                unwritten
+                and self._store.traits(target).auto_reply
+                and self._store.lacks(target, unwritten)
+            ):
+                await self._write_as_reply(target, unwritten)
+                return
             if unwritten:
                 try:
                     await self._store.insert(target, unwritten)
@@ -196,6 +208,33 @@ class DeliveryQueue:
             self._speak(target, speak)
             return
 
+    async def _write_as_reply(self, target: Agent, items: list[PendingItem]) -> None:
+        """For a model that answers every tool output by itself: the write (made only
+        now that the gate is open) starts the reply; adopt it as this delivery's."""
+        loop = asyncio.get_running_loop()
+        self._auto_reply = waiting = loop.create_future()
+        try:
+            try:
+                await self._store.insert(target, items)
+            except Exception:
+                self._write_failed(target, items)
+                return
+            try:
+                handle = await asyncio.wait_for(asyncio.shield(waiting), AUTO_REPLY_WAIT)
+            except asyncio.TimeoutError:
+                logger.debug("no automatic reply to the results", extra={"target": target.id})
+                return  # written now: the next round asks for a reply itself
+        finally:
+            self._auto_reply = None
+        if not self._closed:
+            self._issued(target, items, handle)
+
+    def on_speech_created(self, ev: Any) -> None:
+        """A reply the model started by itself is the one a results write asked for."""
+        waiting = self._auto_reply
+        if waiting is not None and not waiting.done() and not getattr(ev, "user_initiated", True):
+            waiting.set_result(ev.speech_handle)
+
     def _speak(self, target: Agent, speak: list[PendingItem]) -> None:
         """Issue the reply (called right after a decision, with no await in between)."""
         try:
@@ -207,6 +246,9 @@ class DeliveryQueue:
             logger.debug("generate_reply refused", extra={"target": target.id})
             self._back_off()
             return
+        self._issued(target, speak, handle)
+
+    def _issued(self, target: Agent, speak: list[PendingItem], handle: SpeechHandle) -> None:
         self._refusals = 0
         self.pending.remove(speak)
         self._replies[handle.id] = _Reply(items=speak, handle=handle)

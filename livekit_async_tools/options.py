@@ -18,11 +18,15 @@ OnHandoff: TypeAlias = Literal["forward", "hold", "cancel"]
 Delivery: TypeAlias = Literal["when_idle", "interrupt", "silent"]
 """How an update or a final result reaches the caller."""
 
-ControlTools: TypeAlias = Literal["dynamic", "always", "never"]
-"""When the LLM-facing control tools are offered."""
+ControlTools: TypeAlias = Literal["auto", "dynamic", "always", "never"]
+"""When the LLM-facing control tools are offered: ``auto`` to every agent that has a
+background tool, for its whole life (a stable tool list: no change per call, which
+keeps the provider's prompt cache and does not reconnect realtime sessions whose tools
+are immutable); ``dynamic`` to the current agent only while a call is live (two
+tool-list changes per call); ``always`` to every agent; ``never``."""
 
 _ON_HANDOFF: tuple[OnHandoff, ...] = ("forward", "hold", "cancel")
-_CONTROL_TOOLS: tuple[ControlTools, ...] = ("dynamic", "always", "never")
+_CONTROL_TOOLS: tuple[ControlTools, ...] = ("auto", "dynamic", "always", "never")
 
 TEMPLATE_PLACEHOLDERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -152,7 +156,7 @@ class AsyncToolOptions:
         max_tasks_per_session: Live background calls allowed at once per session.
         max_redeliveries: How often an interrupted deferred reply is re-delivered.
         on_handoff: Default `OnHandoff` policy for tools that do not set one.
-        control_tools: When `get_running_tasks`/`cancel_task` are offered.
+        control_tools: When `get_running_tasks`/`cancel_task` are offered (`ControlTools`).
 
     Raises:
         ValueError: A setting is out of range, or a template is malformed or uses a
@@ -164,7 +168,7 @@ class AsyncToolOptions:
     max_tasks_per_session: int = 32
     max_redeliveries: int = 2
     on_handoff: OnHandoff = "forward"
-    control_tools: ControlTools = "dynamic"
+    control_tools: ControlTools = "auto"
 
     # The first update is what the LLM hears now: it must say the work goes on, so the
     # LLM neither waits nor calls again.

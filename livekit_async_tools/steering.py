@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from livekit.agents import Agent, llm
 
@@ -33,8 +33,13 @@ class Steering:
             )
         if target is None:
             raise RuntimeError("the session has no current agent; start it first")
+        # a model that takes no system messages gets the note as a user message (its
+        # text says the caller did not say it)
+        role: Literal["system", "user"] = (
+            "system" if self._store.traits(target).system_notes else "user"
+        )
         note = llm.ChatMessage(
-            role="system", content=[self._services.options.steer_template.format(text=text)]
+            role=role, content=[self._services.options.steer_template.format(text=text)]
         )
         self._unseen.append((note, [target]))
         self._place(target, note)

@@ -13,7 +13,7 @@ from livekit.agents.llm.tool_context import RawFunctionDescription, ToolFlag
 from pydantic import Field
 
 from ._mock_registry import find_mock
-from ._spec import CONFIRM_PARAM, DuplicateMode, DuplicateScope, ToolSpec
+from ._spec import CONFIRM_PARAM, SPEC_ATTR, DuplicateMode, DuplicateScope, ToolSpec
 from .context import AsyncRunContext
 from .options import Delivery, OnHandoff
 from .runtime import dispatch
@@ -156,7 +156,7 @@ def _build_wrapper(fn: Callable[..., Any], ctx_name: str, spec: ToolSpec) -> Cal
     wrapper.__annotations__ = annotations
     for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
         setattr(wrapper, attr, getattr(fn, attr, None))
-    wrapper.__livekit_async_spec__ = spec  # type: ignore[attr-defined]
+    setattr(wrapper, SPEC_ATTR, spec)
     return wrapper
 
 

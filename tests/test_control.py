@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from livekit.agents import Agent
+from livekit.agents import function_tool as lk_function_tool
 
 from livekit_async_tools import AsyncRunContext, AsyncToolOptions, function_tool
 from livekit_async_tools.testing import ScriptedLLM, ToolCall
@@ -121,7 +122,7 @@ async def test_allow_replace_and_confirm() -> None:
         await runtime.settle(timeout=5)
 
 
-async def test_control_tools_offered_only_while_tasks_live_and_used_by_llm() -> None:
+async def test_dynamic_control_tools_offered_only_while_tasks_live_and_used_by_llm() -> None:
     desk = Desk()
     listed: list[str] = []
 
@@ -142,7 +143,9 @@ async def test_control_tools_offered_only_while_tasks_live_and_used_by_llm() -> 
         )(req)
 
     llm_ = ScriptedLLM(decide)
-    session, runtime, rec = await start(desk, llm_)
+    session, runtime, rec = await start(
+        desk, llm_, AsyncToolOptions(settle_delay=0.05, control_tools="dynamic")
+    )
     async with session:
         await session.run(user_input="hello")
         assert "get_running_tasks" not in llm_.requests[-1].tool_names
@@ -157,6 +160,50 @@ async def test_control_tools_offered_only_while_tasks_live_and_used_by_llm() -> 
         await session.run(user_input="hello again")
         assert "get_running_tasks" not in llm_.requests[-1].tool_names
         assert "cancel_task" not in [t.id for t in desk.tools]
+
+
+class Plain(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="plain")
+
+    @lk_function_tool
+    async def lookup(self) -> str:
+        """An ordinary tool."""
+        return "looked up"
+
+
+async def test_auto_control_tools_keep_the_tool_list_stable_across_calls() -> None:
+    """The default: an agent with a background tool offers the control tools from its
+    first request on and its tool list never changes per call; an agent without one
+    never sees them."""
+    desk = Desk()
+    llm_ = ScriptedLLM(
+        keyword_brain(
+            {
+                "search": ToolCall("cancellable_tool", {"password": "x", "city": "Rome"}),
+            }
+        )
+    )
+    session, runtime, _ = await start(desk, llm_)
+    async with session:
+        await session.run(user_input="hello")
+        for _ in range(3):
+            await session.run(user_input="search")
+            desk.release.set()
+            await runtime.settle(timeout=5)
+            desk.release.clear()
+            await session.run(user_input="hello")
+        lists = {r.tool_names for r in llm_.requests}
+        assert len(lists) == 1, lists
+        assert {"get_running_tasks", "cancel_task"} <= set(next(iter(lists)))
+    assert AsyncToolOptions().control_tools == "auto"
+
+    plain_llm = ScriptedLLM(["hi", "hi"])
+    session, runtime, _ = await start(Plain(), plain_llm)
+    async with session:
+        await session.run(user_input="hello")
+        await session.run(user_input="hello")
+        assert all("get_running_tasks" not in r.tool_names for r in plain_llm.requests)
 
 
 async def test_control_tools_never_and_always() -> None:

@@ -11,7 +11,7 @@ from livekit_async_tools import AsyncToolRuntime
 PACKAGE = Path(__file__).resolve().parent.parent / "livekit_async_tools"
 
 LAYERS: list[set[str]] = [
-    {"options", "_log", "_compat"},  # settings, logging, livekit versions
+    {"options", "_log", "_compat", "_model"},  # settings, logging, livekit versions, models
     {"events", "_spec", "_policy"},  # payloads, tool options, pure decisions
     {"_texts", "_ports"},  # every LLM-facing text; the narrow interfaces
     {"context", "_chat_store", "gate"},  # the run context; context writes; session floor

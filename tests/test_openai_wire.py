@@ -702,7 +702,8 @@ async def test_control_tools_listed_and_used_by_the_llm(openai_server: OpenAISer
     agent = Travel()
     async with wire(openai_server, agent) as (session, runtime, rec):
         await session.run(user_input="hello")
-        assert "get_running_tasks" not in openai_server.requests[-1].tool_names
+        # the default ("auto"): offered from the first request, the list never changes
+        assert "get_running_tasks" in openai_server.requests[-1].tool_names
         await session.run(user_input="flight")
         await session.run(user_input="stop that search")
         await runtime.settle(timeout=10)
@@ -1172,7 +1173,7 @@ class Plain(Agent):
 CONTROL = {"get_running_tasks", "cancel_task"}
 
 
-@pytest.mark.parametrize("mode", ["dynamic", "always", "never"])
+@pytest.mark.parametrize("mode", ["auto", "dynamic", "always", "never"])
 async def test_control_tool_churn(
     openai_server: OpenAIServer, mode: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1216,3 +1217,7 @@ async def test_control_tool_churn(
         assert with_control == 0
     if mode == "always":
         assert changes == 0
+    if mode == "auto":  # the default: stable, and hidden from agents without async tools
+        assert changes == 0
+        assert with_control == len(reqs)
+        assert not plain_saw_control

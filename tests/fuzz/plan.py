@@ -95,7 +95,7 @@ class Plan:
     settle_delay: float = 0.05
     max_redeliveries: int = 2
     on_handoff: str = "forward"
-    control_tools: str = "dynamic"
+    control_tools: str = "auto"
     llm_delay: float = 0.0
     word_time: float = 0.0
     empty_rate: float = 0.0
@@ -285,7 +285,7 @@ def draw_plan(d: Draw) -> Plan:
     settle_delay = d.choice((0.05, 0.0, 0.3, 1.0))
     max_redeliveries = d.int(0, 2)
     on_handoff = d.choice(("forward", "hold", "cancel"))
-    control_tools = d.choice(("dynamic", "always", "never"))
+    control_tools = d.choice(("auto", "dynamic", "always", "never"))
     llm_delay = d.choice((0.0, 0.1, 0.5))
     word_time = d.choice((0.0, 0.05, 0.3))
     empty_rate = d.choice((0.0, 0.2, 0.6))
