@@ -25,10 +25,10 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from livekit import rtc
-from livekit.agents import NOT_GIVEN, NotGivenOr, llm, utils
+from livekit.agents import NOT_GIVEN, AgentSession, NotGivenOr, SpeechCreatedEvent, llm, utils
 
 from livekit_async_tools.testing import Reply, ToolCall
 
@@ -148,6 +148,9 @@ class ReplyRecord:
     tool_calls: list[llm.FunctionCall] = field(default_factory=list)
     outcome: Literal["active", "done", "cancelled", "superseded", "closed"] = "active"
     ended_at: float | None = None
+    speech_id: str | None = None
+    """For a server-initiated reply: the livekit speech handle made for it (filled by
+    `FakeRealtimeModel.track_speech`; ``None`` if livekit made none, e.g. while paused)."""
 
 
 @dataclass
@@ -203,6 +206,8 @@ class FakeRealtimeModel(llm.RealtimeModel):
         self.word_delay = word_delay
         self.response_tail = response_tail
         self.sessions: list[FakeRealtimeSession] = []
+        self.announcing: ReplyRecord | None = None
+        """The server-initiated reply being announced to livekit right now."""
         self._call_ids = itertools.count(1)
 
     @property
@@ -221,6 +226,16 @@ class FakeRealtimeModel(llm.RealtimeModel):
     async def aclose(self) -> None:
         for sess in self.sessions:
             await sess.aclose()
+
+    def track_speech(self, session: AgentSession[Any]) -> None:
+        """Record, on each server-initiated reply, the speech handle livekit makes for it
+        (``ReplyRecord.speech_id``): livekit creates it while the reply is announced."""
+
+        def on_speech(ev: SpeechCreatedEvent) -> None:
+            if self.announcing is not None and not ev.user_initiated:
+                self.announcing.speech_id = ev.speech_handle.id
+
+        session.on("speech_created", on_speech)
 
     def next_call_id(self) -> str:
         return f"call_{next(self._call_ids)}"
@@ -639,7 +654,11 @@ class FakeRealtimeSession(llm.RealtimeSession):  # type: ignore[type-arg]
                 return
             response.fut.set_result(event)
         else:
-            self.emit("generation_created", event)
+            self.model.announcing = record
+            try:
+                self.emit("generation_created", event)
+            finally:
+                self.model.announcing = None
         texts = [p for p in parts if isinstance(p, str) and p]
         calls = [p for p in parts if isinstance(p, ToolCall)]
         try:
