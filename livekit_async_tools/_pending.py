@@ -12,6 +12,7 @@ from livekit.agents import Agent, llm
 
 from . import _compat, _policy
 from ._chat_store import ChatStore
+from ._log import logger
 from ._ports import CallIdentity, PendingItem, Services
 from ._spec import FollowUpMode
 from .events import ReplyStatus
@@ -136,8 +137,19 @@ class Pending:
             return
         if self._store.traits(target).auto_reply:
             self._store.hold(target, item)  # written when spoken: the write is the reply
-        else:
+            return
+        try:
             await self._store.insert(target, [item])
+        except Exception:
+            # e.g. the realtime session of an origin paused under an AgentTask on another
+            # model is closed: the next write into that agent (its delivery, at the
+            # latest) carries the item. Never raised into the tool's update().
+            logger.warning(
+                "could not record a deferred item yet; it is written with the next one",
+                exc_info=True,
+                extra={"target": target.id, "item": item.item_id},
+            )
+            self._store.hold(target, item)
 
     def add_follow_up(
         self, text: str, *, origin: Agent, on_handoff: str, mode: FollowUpMode

@@ -365,16 +365,7 @@ async def test_agent_task_pause_same_model(profile: RealtimeProfile) -> None:
         await _pause_scenario(c)
 
 
-@pytest.mark.parametrize(
-    "profile",
-    [
-        openai(
-            "writing into the paused parent raises RealtimeError (its realtime session is "
-            "closed): ctx.update() raises in the tool, the result is never spoken"
-        ),
-        gemini(),
-    ],
-)
+@pytest.mark.parametrize("profile", BOTH)
 async def test_agent_task_pause_another_model(profile: RealtimeProfile) -> None:
     task_model = FakeRealtimeModel(brain, profile=profile)
     async with call(profile, task_model=task_model) as c:
