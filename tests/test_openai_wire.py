@@ -797,9 +797,11 @@ async def test_steer(openai_server: OpenAIServer) -> None:
 
 
 STEER_RACE = (
-    "engine: steer() writes the note from a spawned task (Steering._place -> spawn(store.write)), "
-    "so a caller turn started right after steer() reaches the LLM without the note (and the "
-    "'thinking' state then counts the note as seen)"
+    "livekit hands a reply the agent's context object when generate_reply()/run() is called, "
+    "with no await before; writing a note takes the async Agent.update_chat_ctx, which "
+    "replaces that object, so a caller turn started in the same step as steer() is "
+    "answered without the note (the package carries it to the next request only if the "
+    "agent changes; livekit offers no synchronous public write)"
 )
 
 
