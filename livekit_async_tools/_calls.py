@@ -10,7 +10,7 @@ from livekit.agents import Agent, RunContext, llm
 
 from . import _compat, _policy
 from ._log import logger
-from ._ports import ItemSink, Notes, Services
+from ._ports import Asker, ItemSink, Notes, Services
 from ._spec import CONFIRM_PARAM, ToolSpec
 from ._texts import ack_text
 from .context import AsyncRunContext
@@ -33,12 +33,14 @@ class Calls:
         gate: Gate,
         sink: ItemSink,
         notes: Notes,
+        asker: Asker,
         on_ended: Callable[[], None],
     ) -> None:
         self._services = services
         self._gate = gate
         self._sink = sink
         self._notes = notes
+        self._asker = asker
         self._on_ended = on_ended
         self._calls: dict[str, AsyncCall] = {}
         self._by_key: dict[str, list[AsyncCall]] = {}
@@ -99,6 +101,7 @@ class Calls:
             services=self._services,
             sink=self._sink,
             notes=self._notes,
+            asker=self._asker,
             on_ended=self._forget,
             spec=spec,
             call_id=call_id,

@@ -19,6 +19,7 @@ from ._chat_store import ChatStore
 from ._log import logger
 from ._model import traits
 from ._ports import CONTROLS, Event
+from ._questions import Questions
 from ._spec import FollowUpMode
 from .control import ControlTools
 from .delivery import DeliveryQueue
@@ -62,7 +63,10 @@ class Core:
         self.gate = Gate(session, self._wake, self._on_lifecycle)
         self.delivery = DeliveryQueue(self, session, self.gate, store)
         self._steering = Steering(self, self.gate, store)
-        self.calls = Calls(self, self.gate, self.delivery.pending, self, self._call_ended)
+        self.questions = Questions(self, self.delivery.pending)
+        self.calls = Calls(
+            self, self.gate, self.delivery.pending, self, self.questions, self._call_ended
+        )
         self._control_tools = ControlTools(self, session, store, lambda: len(self.calls) > 0)
         self._away = AwayHold(session, lambda: bool(len(self.calls)) or not self.delivery.idle)
         CONTROLS.set(session, self)
@@ -99,6 +103,12 @@ class Core:
         await self.calls.stop(call, "cancelled")
         assert call.status is not None  # stop() returns once the call has ended
         return call.status
+
+    def answer(self, question_id: str, answer: str) -> str:
+        call = self.questions.answer(question_id, answer)
+        return self.options.answer_done_template.format(
+            tool_name=call.tool_name, call_id=call.call_id, question_id=question_id
+        )
 
     # -- Notes ---------------------------------------------------------------------------
 

@@ -233,6 +233,14 @@ class Pending:
         gone = set(map(id, items))
         self._items = [p for p in self._items if id(p) not in gone]
 
+    def withdraw(self, items: list[PendingItem], reason: str) -> None:
+        """Take back those of ``items`` that still wait (reported ``skipped`` with
+        ``reason``): what they say no longer holds (a question was answered)."""
+        waiting = [p for p in items if p in self._items]
+        if waiting:
+            self.remove(waiting)
+            self._report(waiting, "skipped", reason=reason)
+
     def drop_call(self, call_id: str, reason: str) -> None:
         """Drop the pending items of one call (e.g. it was cancelled at handoff)."""
         dropped = [p for p in self._items if p.call_id == call_id]

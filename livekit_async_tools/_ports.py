@@ -123,6 +123,13 @@ class Notes(Protocol):
     ) -> str: ...
 
 
+class Asker(Protocol):
+    """Questions a call asks the caller (`AsyncRunContext.ask`)."""
+
+    async def ask(self, call: CallIdentity, question: str, timeout: float | None) -> str:
+        """Ask through the gate, one question of the session at a time; the answer."""
+
+
 class CallHandle(Protocol):
     """One background call, as its `AsyncRunContext` sees it."""
 
@@ -143,6 +150,8 @@ class CallHandle(Protocol):
 
     def follow_up(self, text: str, *, mode: FollowUpMode) -> str: ...
 
+    async def ask(self, question: str, *, timeout: float | None) -> str: ...
+
 
 class SessionControl(Protocol):
     """What the LLM-facing control tools need of a session's runtime."""
@@ -155,6 +164,10 @@ class SessionControl(Protocol):
 
     async def cancel(self, call_id: str) -> TaskStatus:
         """Cancel a call, wait for its end and return how it ended."""
+
+    def answer(self, question_id: str, answer: str) -> str:
+        """Give an open question its answer; the text the LLM hears (raises
+        `ToolError` for an unknown question)."""
 
 
 class Registry:

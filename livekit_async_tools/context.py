@@ -10,9 +10,23 @@ from ._ports import CallHandle, CancelCallback
 from ._spec import FollowUpMode
 from .options import Delivery
 
-__all__ = ["AsyncRunContext", "CancelCallback"]
+__all__ = ["AskTimeout", "AsyncRunContext", "CancelCallback"]
 
 Userdata_T = TypeVar("Userdata_T")
+
+
+class AskTimeout(TimeoutError):
+    """`AsyncRunContext.ask` got no answer in time.
+
+    Attributes:
+        question_id: The question's id (what ``answer_question`` would have named).
+        timeout: The seconds it waited.
+    """
+
+    def __init__(self, question_id: str, timeout: float) -> None:
+        super().__init__(f"no answer to question {question_id} within {timeout:g} seconds")
+        self.question_id = question_id
+        self.timeout = timeout
 
 
 class AsyncRunContext(RunContext[Userdata_T], Generic[Userdata_T]):
@@ -97,6 +111,37 @@ class AsyncRunContext(RunContext[Userdata_T], Generic[Userdata_T]):
             The follow-up's id (its ``call_ids`` in `ReplyUpdated` events).
         """
         return self._async_call.follow_up(text, mode=mode)
+
+    async def ask(self, question: str, *, timeout: float | None = None) -> str:
+        """Ask the caller a question and wait for the answer.
+
+        The question is spoken by the origin through the gate, like a progress update
+        (when it is current and the session is quiet, never over the caller, not while
+        an `AgentTask` has the floor), and re-asked if the caller cuts it off. The LLM
+        passes the caller's answer back with the ``answer_question`` control tool, so
+        it can interpret it ("yes, the later one is fine"). If the caller changes the
+        subject, the question stays open. Questions of the session are asked one at
+        a time, oldest first. A call that has not been acknowledged yet is
+        acknowledged first.
+
+        Example::
+
+            answer = await ctx.ask("The 7:40 is sold out. Would the 8:15 do?", timeout=60)
+
+        Args:
+            question: What to ask, in plain words.
+            timeout: Seconds to wait for the answer (``None``: until the call ends).
+
+        Returns:
+            The answer, as the LLM passed it.
+
+        Raises:
+            AskTimeout: No answer within ``timeout``.
+            RuntimeError: The call has ended, or the control tools are off
+                (``control_tools="never"`` offers no ``answer_question``).
+            ValueError: ``question`` is empty or ``timeout`` is not a positive number.
+        """
+        return await self._async_call.ask(question, timeout=timeout)
 
     def on_cancel(self, callback: CancelCallback) -> None:
         """Register a cleanup hook run once if the call is cancelled or times out.

@@ -1,4 +1,5 @@
-"""The LLM-facing control tools `get_running_tasks` / `cancel_task`, and when to offer them."""
+"""The LLM-facing control tools `get_running_tasks` / `cancel_task` / `answer_question`,
+and when to offer them."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from ._ports import CONTROLS, Services, SessionControl
 from ._spec import spec_of
 from .options import AsyncToolOptions
 
-__all__ = ["CONTROL_TOOL_NAMES", "ControlTools", "cancel_task", "get_running_tasks"]
+__all__ = [
+    "CONTROL_TOOL_NAMES",
+    "ControlTools",
+    "answer_question",
+    "cancel_task",
+    "get_running_tasks",
+]
 
 
 def _runtime(ctx: RunContext[Any]) -> SessionControl | None:
@@ -66,8 +73,25 @@ async def cancel_task(call_id: str, ctx: RunContext[Any]) -> str:
     return runtime.options.cancel_too_late_template.format(**fmt, status=status)
 
 
-CONTROL_TOOL_NAMES = ("get_running_tasks", "cancel_task")
-_CONTROL_TOOLS: list[llm.Tool | llm.Toolset] = [get_running_tasks, cancel_task]
+@lk_function_tool
+async def answer_question(question_id: str, answer: str, ctx: RunContext[Any]) -> str:
+    """Give a background task the caller's answer to a question it asked. Its output
+    named the question id; call this as soon as the caller answers, even later on.
+
+    Args:
+        question_id: The question id from the task's output.
+        answer: The caller's answer, in their words or summarised faithfully.
+    """
+    runtime = _runtime(ctx)
+    if runtime is None:
+        raise llm.ToolError(
+            AsyncToolOptions().answer_unknown_template.format(question_id=question_id)
+        )
+    return runtime.answer(question_id, answer)
+
+
+CONTROL_TOOL_NAMES = ("get_running_tasks", "cancel_task", "answer_question")
+_CONTROL_TOOLS: list[llm.Tool | llm.Toolset] = [get_running_tasks, cancel_task, answer_question]
 
 
 class ControlTools:

@@ -88,7 +88,10 @@ class ReplyUpdated:
         call_ids: The original call ids whose items the reply carried.
         status: The new status.
         reason: Why, for ``dropped`` (``session_closed``, ``origin_closed``,
-            ``max_redeliveries``) and ``skipped`` (``superseded``, ``empty``).
+            ``max_redeliveries``, ``reply_failed``, ``context_update_failed``) and
+            ``skipped`` (``superseded``, ``empty``, ``question_closed``: a question
+            of `AsyncRunContext.ask` was answered, expired or its call stopped before
+            it was asked).
         speech_id: The id of the reply's speech handle, once there is one.
     """
 

@@ -48,6 +48,9 @@ TEMPLATE_PLACEHOLDERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "cancel_refused_template": ("tool_name", "call_id"),
         "session_closing_template": ("tool_name",),
         "call_id_in_use_template": ("call_id",),
+        "ask_template": ("tool_name", "call_id", "question_id", "question"),
+        "answer_done_template": ("tool_name", "call_id", "question_id"),
+        "answer_unknown_template": ("question_id",),
         "no_running_tasks_template": (),
         "follow_up_template": ("text",),
         "steer_template": ("text",),
@@ -69,7 +72,9 @@ _TRIAL_VALUES: tuple[Mapping[str, object], ...] = tuple(
         "tool_names": "search_flights, search_hotels",
         "call_id": "call_1",
         "message": "searching",
-        "items": "call_1/result",
+        "items": "call_1_result",
+        "question_id": "call_1_question_1",
+        "question": "Would the 8:15 do?",
         "param": "confirm",
         "status": "succeeded",
         "text": "hello",
@@ -261,6 +266,24 @@ class AsyncToolOptions:
     # get_running_tasks with nothing running.
     no_running_tasks_template: str = "No background tasks are running."
 
+    # A question of `AsyncRunContext.ask`: the output of its item, spoken through the
+    # gate. Names the question id the LLM passes to answer_question.
+    ask_template: str = (
+        "{tool_name} needs the caller's answer to go on (question id {question_id}): "
+        "{question} Ask the caller this now, in your own words. When they answer, even "
+        "later in the conversation, call answer_question with question id {question_id} "
+        "and their answer."
+    )
+    # answer_question passed the answer on: the call goes on with it.
+    answer_done_template: str = (
+        "The answer was passed to {tool_name} (call id {call_id}); it goes on in the "
+        "background. Tell the caller briefly."
+    )
+    # answer_question with an unknown, answered or expired question id.
+    answer_unknown_template: str = (
+        "There is no open question with id {question_id}: it was answered already, expired, "
+        "or its task ended. Do not ask it again."
+    )
     # A follow-up queued by the app or a tool: an instruction for the reply.
     follow_up_template: str = "{text}"
     # A steering note: marked as not said by the caller, so the LLM neither answers it

@@ -14,6 +14,7 @@ from livekit.agents import Agent, llm
 from ._log import logger, pii_extra
 from ._policy import CallEvent, CallPhase, step
 from ._ports import (
+    Asker,
     CallIdentity,
     CancelCallback,
     ItemSink,
@@ -75,6 +76,7 @@ class AsyncCall:
         services: Services,
         sink: ItemSink,
         notes: Notes,
+        asker: Asker,
         on_ended: Callable[[AsyncCall], None],
         spec: ToolSpec,
         call_id: str,
@@ -86,6 +88,7 @@ class AsyncCall:
         self._services = services
         self._sink = sink
         self._notes = notes
+        self._asker = asker
         self._on_ended = on_ended
         self.spec = spec
         self.arguments = arguments
@@ -211,15 +214,23 @@ class AsyncCall:
                 extra={"call_id": self.call_id, "function": self.tool_name},
             )
 
-    async def update(self, message: object, *, delivery: Delivery) -> None:
-        if delivery not in DELIVERIES:
-            raise TypeError(f"delivery must be one of {DELIVERIES}, got {delivery!r}")
+    def _check_running(self, what: str) -> None:
         if self.phase in ("stopping", "ended"):
             when = "ended" if self.ended else "was being stopped"
             raise RuntimeError(
-                f"update() called after {self.tool_name} (call id {self.call_id}) {when}; "
-                "report progress only while the tool is running"
+                f"{what}() called after {self.tool_name} (call id {self.call_id}) {when}; "
+                f"{what} only while the tool is running"
             )
+
+    async def ask(self, question: str, *, timeout: float | None) -> str:
+        self._check_running("ask")
+        self.acknowledge()  # the question follows the acknowledgement
+        return await self._asker.ask(self.identity, question, timeout)
+
+    async def update(self, message: object, *, delivery: Delivery) -> None:
+        if delivery not in DELIVERIES:
+            raise TypeError(f"delivery must be one of {DELIVERIES}, got {delivery!r}")
+        self._check_running("update")
         text = render_message(message)
         self._updates += 1
         self.last_message = message

@@ -16,7 +16,8 @@ LAYERS: list[set[str]] = [
     {"_texts", "_ports"},  # every LLM-facing text; the narrow interfaces
     {"context", "_chat_store", "gate"},  # the run context; context writes; session floor
     {"task", "_pending", "_mock_registry"},  # one call's state machine; what waits
-    {"delivery", "steering", "control", "_away"},  # speaking; notes; control tools; away
+    # speaking; notes; control tools; away; questions
+    {"delivery", "steering", "control", "_away", "_questions"},
     {"_calls"},  # the registry of live calls, dispatch
     {"_core"},  # the composition root: wires the parts, fans session events out
     {"runtime"},  # the documented API

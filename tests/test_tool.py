@@ -21,6 +21,7 @@ from .conftest import keyword_brain, spoken, start
 
 def test_public_names_snapshot() -> None:
     assert livekit_async_tools.__all__ == [
+        "AskTimeout",
         "AsyncRunContext",
         "AsyncToolOptions",
         "AsyncToolRuntime",

@@ -1,0 +1,322 @@
+"""`AsyncRunContext.ask`: a background call asks the caller through the gate and goes on
+with the answer the LLM passes back (`answer_question`). Real text-mode sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+from livekit.agents import Agent, AgentTask, llm
+
+from livekit_async_tools import AskTimeout, AsyncRunContext, AsyncToolOptions, function_tool
+from livekit_async_tools.testing import LLMRequest, ScriptedLLM, ToolCall
+
+from .conftest import FAST, spoken, start, until
+
+QUESTION_ID = re.compile(r"question id (\S+?)\)")
+DERIVED = re.compile(r"_(result|progress_\d+|question_\d+)$")
+
+pytestmark = pytest.mark.looptime
+
+
+def open_question(items: list[Any]) -> str | None:
+    """The id of the last question the LLM saw and has not answered yet."""
+    answered = {
+        it.arguments for it in items if it.type == "function_call" and it.name == "answer_question"
+    }
+    for it in reversed(items):
+        if it.type == "function_call_output" and "needs the caller's answer" in it.output:
+            match = QUESTION_ID.search(it.output)
+            assert match, it.output
+            qid = match.group(1)
+            return None if any(qid in a for a in answered) else qid
+    return None
+
+
+def question_of(output: str) -> str:
+    return output.split("): ", 1)[1].split(" Ask the caller", 1)[0]
+
+
+def brain(req: LLMRequest) -> Any:
+    """A compliant model: asks questions the instructions name, passes answers on."""
+    items = list(req.chat_ctx.items)
+    last = items[-1]
+    text = req.instructions
+    if "Background results" in text or "cut off while telling" in text:
+        named = [
+            it
+            for it in items
+            if it.type == "function_call_output"
+            and it.call_id in text
+            and DERIVED.search(it.call_id)
+        ]
+        questions = [question_of(it.output) for it in named if "needs the caller" in it.output]
+        if questions:
+            return " ".join(questions)
+        return "Result: " + "; ".join(it.output for it in named) if named else ""
+    if last.type == "function_call_output":
+        if last.name == "answer_question":
+            return "Thanks, noted."
+        return "One moment." if "background" in last.output else f"Done: {last.output}"
+    user = req.last_user_text.lower()
+    if "book" in user:
+        return ToolCall("book", {"city": "Rome"})
+    if "hotel" in user:
+        return ToolCall("hotel", {})
+    if "weather" in user:
+        return "It is sunny."
+    if "yes" in user or "no" in user:
+        qid = open_question(items)
+        if qid is not None:
+            return ToolCall("answer_question", {"question_id": qid, "answer": req.last_user_text})
+    return "Okay."
+
+
+class Desk(Agent):
+    def __init__(self, *, timeout: float | None = None) -> None:
+        super().__init__(instructions="desk")
+        self.answers: list[str] = []
+        self.errors: list[BaseException] = []
+        self.timeout = timeout
+
+    @function_tool(cancellable=True)
+    async def book(self, ctx: AsyncRunContext, city: str) -> str:
+        """Book a flight."""
+        await ctx.update("checking seats")
+        await asyncio.sleep(2)
+        try:
+            answer = await ctx.ask("The 7:40 is sold out. Would the 8:15 do?", timeout=self.timeout)
+        except AskTimeout as e:
+            self.errors.append(e)
+            return "no answer: nothing was booked"
+        self.answers.append(answer)
+        await asyncio.sleep(1)
+        return "booked the 8:15" if "yes" in answer.lower() else "nothing was booked"
+
+    @function_tool
+    async def hotel(self, ctx: AsyncRunContext) -> str:
+        """Book a hotel."""
+        await ctx.update("looking")
+        answer = await ctx.ask("Do you want breakfast included?")
+        self.answers.append(answer)
+        return "hotel booked"
+
+
+async def test_a_call_asks_the_caller_and_goes_on_with_the_answer() -> None:
+    desk = Desk()
+    llm_ = ScriptedLLM(brain)
+    session, runtime, rec = await start(desk, llm_)
+    async with session:
+        await session.run(user_input="book me a flight to Rome")
+        await asyncio.sleep(2.5)  # the question is asked at the next quiet moment
+        assert spoken(session)[-1] == "The 7:40 is sold out. Would the 8:15 do?"
+        assert [t.state for t in runtime.tasks] == ["running"]
+        answered = await session.run(user_input="yes, the later one is fine")
+        outs = [e.item.output for e in answered.events if e.type == "function_call_output"]
+        assert outs == [
+            "The answer was passed to book (call id call_1); it goes on in the background. "
+            "Tell the caller briefly."
+        ]
+        await runtime.settle(timeout=10)
+    assert desk.answers == ["yes, the later one is fine"]
+    assert spoken(session)[-1] == "Result: booked the 8:15"
+    statuses = [(e.call_ids, e.status) for e in rec.of("reply_updated")]
+    assert statuses.count((("call_1",), "delivered")) == 2  # the question, then the result
+
+
+async def test_the_question_stays_open_when_the_caller_changes_the_subject() -> None:
+    desk = Desk()
+    session, runtime, _rec = await start(desk, ScriptedLLM(brain))
+    async with session:
+        await session.run(user_input="book me a flight to Rome")
+        await asyncio.sleep(2.5)
+        await session.run(user_input="what is the weather like?")
+        assert spoken(session)[-1] == "It is sunny."
+        assert [t.state for t in runtime.tasks] == ["running"]  # still waiting
+        await session.run(user_input="oh and yes, the 8:15 is fine")
+        await runtime.settle(timeout=10)
+    assert desk.answers == ["oh and yes, the 8:15 is fine"]
+    assert spoken(session)[-1] == "Result: booked the 8:15"
+
+
+async def test_ask_timeout_raises_and_a_late_answer_is_refused() -> None:
+    desk = Desk(timeout=30)
+    session, runtime, _rec = await start(desk, ScriptedLLM(brain))
+    async with session:
+        await session.run(user_input="book me a flight to Rome")
+        await asyncio.sleep(40)
+        assert [type(e) for e in desk.errors] == [AskTimeout]
+        assert desk.errors[0].question_id == "call_1_question_1"  # type: ignore[attr-defined]
+        await runtime.settle(timeout=10)
+        late = await session.run(user_input="yes please")
+        outs = [e.item for e in late.events if e.type == "function_call_output"]
+        assert outs[0].is_error
+        assert "no open question with id call_1_question_1" in outs[0].output
+    assert spoken(session)[-2] == "Result: no answer: nothing was booked"
+
+
+async def test_two_calls_asking_at_once_are_asked_one_after_the_other() -> None:
+    desk = Desk()
+    llm_ = ScriptedLLM(brain)
+    session, runtime, _rec = await start(desk, llm_)
+    async with session:
+        await session.run(user_input="book me a flight to Rome")
+        await session.run(user_input="and a hotel")
+        await asyncio.sleep(2.5)
+        asked = [s for s in spoken(session) if s.endswith("?")]
+        assert asked == ["Do you want breakfast included?"]  # the hotel asked first
+        await session.run(user_input="yes, breakfast please")
+        await asyncio.sleep(0.5)
+        asked = [s for s in spoken(session) if s.endswith("?")]
+        assert asked[-1] == "The 7:40 is sold out. Would the 8:15 do?"
+        await session.run(user_input="no thanks")
+        await runtime.settle(timeout=10)
+    assert desk.answers == ["yes, breakfast please", "no thanks"]
+    assert "Result: nothing was booked" in spoken(session)
+
+
+async def test_cancelling_a_call_that_waits_for_an_answer_ends_its_question() -> None:
+    desk = Desk()
+    session, runtime, rec = await start(desk, ScriptedLLM(brain))
+    async with session:
+        await session.run(user_input="book me a flight to Rome")
+        await asyncio.sleep(2.5)
+        assert await runtime.cancel("call_1")
+        late = await session.run(user_input="yes")
+        outs = [e.item for e in late.events if e.type == "function_call_output"]
+        assert outs and outs[0].is_error  # the question is gone with its call
+        await runtime.settle(timeout=10)
+    assert desk.answers == []
+    assert [e.status for e in rec.of("task_ended")] == ["cancelled"]
+
+
+async def test_a_question_queued_behind_another_is_withdrawn_when_its_call_stops() -> None:
+    desk = Desk()
+    session, runtime, _rec = await start(desk, ScriptedLLM(brain))
+    async with session:
+        await session.run(user_input="book me a flight to Rome")
+        await session.run(user_input="and a hotel")
+        await asyncio.sleep(2.5)  # the hotel's question is asked; the flight's waits
+        assert await runtime.cancel("call_1")
+        await session.run(user_input="yes, breakfast please")
+        await runtime.settle(timeout=10)
+    assert desk.answers == ["yes, breakfast please"]
+    assert not [s for s in spoken(session) if "7:40" in s]
+
+
+class Collect(AgentTask[str]):
+    def __init__(self) -> None:
+        super().__init__(instructions="collect an email")
+
+    async def on_enter(self) -> None:
+        self.session.generate_reply(instructions="ask for the email")
+
+    @function_tool
+    async def record_email(self, email: str) -> None:
+        """Record the caller's email."""
+        self.complete(email)
+
+
+class DeskWithTask(Desk):
+    @function_tool
+    async def collect_email(self) -> str:
+        """Collect the caller's email."""
+        return f"email is {await Collect()}"
+
+
+def task_brain(req: LLMRequest) -> Any:
+    user = req.last_user_text.lower()
+    fresh = req.chat_ctx.items[-1].type == "message"  # not right after a tool output
+    if "ask for the email" in req.instructions:
+        return "What is your email?"
+    if fresh and "@" in user:
+        return ToolCall("record_email", {"email": user})
+    if fresh and "email" in user and "book" not in user:
+        return ToolCall("collect_email", {})
+    return brain(req)
+
+
+async def test_the_question_waits_while_an_agent_task_has_the_floor() -> None:
+    desk = DeskWithTask()
+    session, runtime, _rec = await start(desk, ScriptedLLM(task_brain))
+    async with session:
+        await session.run(user_input="book me a flight to Rome")
+        collecting = session.generate_reply(user_input="take my email")
+        await until(
+            session,
+            lambda: (
+                isinstance(session.current_agent, Collect)
+                and "What is your email?" in spoken(session)
+            ),
+        )
+        await asyncio.sleep(3)  # the question is ready; the task has the floor
+        assert not [s for s in spoken(session) if "7:40" in s]
+        await session.run(user_input="it is ann@example.com")
+        await collecting
+        await asyncio.sleep(1)
+        assert spoken(session)[-1] == "The 7:40 is sold out. Would the 8:15 do?"
+        await session.run(user_input="yes")
+        await runtime.settle(timeout=10)
+    assert desk.answers == ["yes"]
+
+
+async def test_ask_misuse_gets_clear_errors() -> None:
+    kept: list[AsyncRunContext] = []
+    problems: list[BaseException] = []
+
+    class Misuse(Agent):
+        def __init__(self) -> None:
+            super().__init__(instructions="misuse")
+
+        @function_tool
+        async def book(self, ctx: AsyncRunContext, city: str) -> str:
+            """Book."""
+            kept.append(ctx)
+            for bad in ("", "   "):
+                try:
+                    await ctx.ask(bad)
+                except ValueError as e:
+                    problems.append(e)
+            for timeout in (0, -1, float("nan")):
+                try:
+                    await ctx.ask("ok?", timeout=timeout)
+                except ValueError as e:
+                    problems.append(e)
+            return "done"
+
+    session, runtime, _ = await start(Misuse(), ScriptedLLM(brain))
+    async with session:
+        await session.run(user_input="book me a flight")
+        await runtime.settle(timeout=5)
+        assert len(problems) == 5
+        assert "ask() needs a question" in str(problems[0])
+        assert "positive number of seconds" in str(problems[2])
+        with pytest.raises(RuntimeError, match=r"ask\(\) called after book .* ended"):
+            await kept[0].ask("still there?")
+
+    never = AsyncToolOptions(settle_delay=0.05, control_tools="never")
+    desk = Desk()
+    failures: list[str] = []
+    session, runtime, rec = await start(desk, ScriptedLLM(brain), never)
+    async with session:
+        await session.run(user_input="book me a flight to Rome")
+        await runtime.settle(timeout=10)
+        failures = [e.error or "" for e in rec.of("task_ended")]
+    assert failures == ["RuntimeError"]  # raised at the call site, logged with its text
+
+
+async def test_answer_question_for_an_unknown_id_is_a_tool_error() -> None:
+    def unknown(req: LLMRequest) -> Any:
+        last = req.chat_ctx.items[-1]
+        if last.type == "function_call_output":
+            return "ok"
+        return ToolCall("answer_question", {"question_id": "q_nope", "answer": "yes"})
+
+    session, _runtime, _ = await start(Desk(), ScriptedLLM(unknown), FAST)
+    async with session:
+        result = await session.run(user_input="yes")
+        out = next(e.item for e in result.events if e.type == "function_call_output")
+        assert isinstance(out, llm.FunctionCallOutput) and out.is_error
+        assert "no open question with id q_nope" in out.output
