@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from livekit.agents import Agent, llm
 
+from ._hooks import CANCEL_HOOKS_TIMEOUT, run_cancel_hooks
 from ._log import logger, pii_extra
 from ._policy import CallEvent, CallPhase, step
 from ._ports import (
@@ -57,7 +56,6 @@ class Finished:
 Outcome: TypeAlias = "Acknowledged | Finished"
 
 
-CANCEL_HOOKS_TIMEOUT = 5.0
 """Seconds the ``on_cancel`` hooks of one call may run in all. They run to completion,
 shielded from further stop requests and session close, but never longer than this."""
 
@@ -286,41 +284,10 @@ class AsyncCall:
             self._end(self._stop_reason or "cancelled", None, None)
 
     async def _run_hooks(self) -> None:
-        """Run the ``on_cancel`` hooks to completion, shielded, within the time limit."""
         hooks, self._hooks = self._hooks, []
-        if not hooks:
-            return
-        runner = self._services.spawn(
-            self._hooks_body(hooks), name=f"async-tool:on_cancel:{self.call_id}"
+        await run_cancel_hooks(
+            self._services, hooks, call_id=self.call_id, tool_name=self.tool_name
         )
-        while not runner.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(runner)
-
-    async def _hooks_body(self, hooks: list[CancelCallback]) -> None:
-        try:
-            await asyncio.wait_for(self._call_hooks(hooks), CANCEL_HOOKS_TIMEOUT)
-        except asyncio.TimeoutError:
-            logger.warning(
-                "on_cancel hooks cut after the time limit",
-                extra={
-                    "call_id": self.call_id,
-                    "function": self.tool_name,
-                    "limit": CANCEL_HOOKS_TIMEOUT,
-                },
-            )
-
-    async def _call_hooks(self, hooks: list[CancelCallback]) -> None:
-        for hook in hooks:
-            try:
-                res = hook()
-                if inspect.isawaitable(res):
-                    await res
-            except Exception:
-                logger.exception(
-                    "on_cancel hook raised",
-                    extra={"call_id": self.call_id, "function": self.tool_name},
-                )
 
     def _error_text(self, status: TaskStatus, error: BaseException | None) -> str | None:
         return error_text(

@@ -14,7 +14,7 @@ LAYERS: list[set[str]] = [
     {"options", "_log", "_compat", "_model"},  # settings, logging, livekit versions, models
     {"events", "_spec", "_policy"},  # payloads, tool options, pure decisions
     {"_texts", "_ports"},  # every LLM-facing text; the narrow interfaces
-    {"context", "_chat_store", "gate"},  # the run context; context writes; session floor
+    {"context", "_chat_store", "gate", "_hooks"},  # run context; writes; floor; cancel hooks
     {"task", "_pending", "_mock_registry"},  # one call's state machine; what waits
     # speaking; notes; control tools; away; questions
     {"delivery", "steering", "control", "_away", "_questions"},
