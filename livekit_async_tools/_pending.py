@@ -81,6 +81,7 @@ class Pending:
         output: str,
         is_error: bool,
         delivery: Delivery,
+        handoff: Agent | None = None,
     ) -> PendingItem | None:
         """Queue a call's item and start writing it into its record target's context.
 
@@ -96,6 +97,7 @@ class Pending:
             delivery=delivery,
             item_id=item_id,
             tool_name=call.tool_name,
+            handoff=handoff,
             chat_items=[
                 _compat.function_call(
                     call_id=item_id,

@@ -64,6 +64,8 @@ class PendingItem:
     write_failures: int = 0
     in_history: bool = False
     recording: asyncio.Task[None] | None = None
+    handoff: Agent | None = None
+    """The agent a final result hands the session to once it is delivered."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +92,7 @@ class ItemSink(Protocol):
         output: str,
         is_error: bool,
         delivery: Delivery,
+        handoff: Agent | None = None,
     ) -> PendingItem | None:
         """Queue an item and start writing it; ``None`` once the session is closed."""
 

@@ -6,14 +6,14 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from livekit.agents import Agent, AgentSession, llm
+from livekit.agents import Agent, AgentSession
 
 from . import _compat, _policy
-from ._chat_store import ChatStore, said_after
+from ._chat_store import ChatStore
 from ._log import logger
 from ._pending import Pending
 from ._ports import PendingItem, Services
-from ._texts import instructions
+from ._reply import handoff_of, output_of, reply_instructions, said
 from .events import ReplyStatus, ReplyUpdated
 from .gate import Gate
 
@@ -34,16 +34,6 @@ class _Batch:
     target: Agent
     items: list[PendingItem]
     urgent: bool
-
-
-def _said(handle: SpeechHandle) -> bool:
-    """True if the reply put any assistant text into the conversation."""
-    return any(
-        isinstance(item, llm.ChatMessage)
-        and item.role == "assistant"
-        and (item.text_content or "").strip()
-        for item in handle.chat_items
-    )
 
 
 AUTO_REPLY_WAIT = 5.0
@@ -197,6 +187,8 @@ class DeliveryQueue:
                     self._write_failed(target, unwritten)
                     return
                 continue  # the world may have changed: decide again
+            if await self._brief_handoff(target, speak):
+                continue  # the new agent got the result in its context: decide again
             busy = self._replies or self._session.agent_state == "speaking"
             if batch.urgent and busy and not cut:
                 cut = True
@@ -235,18 +227,43 @@ class DeliveryQueue:
         if waiting is not None and not waiting.done() and not getattr(ev, "user_initiated", True):
             waiting.set_result(ev.speech_handle)
 
-    def _speak(self, target: Agent, speak: list[PendingItem]) -> None:
-        """Issue the reply (called right after a decision, with no await in between)."""
+    async def _brief_handoff(self, target: Agent, speak: list[PendingItem]) -> bool:
+        """Write a handing-off result into the agent it hands to; True if written."""
+        new = handoff_of(target, speak)
+        if new is None:
+            return False
+        items = [p for p in speak if p.handoff is new and new not in p.inserted_into]
+        if not items:
+            return False
         try:
-            handle = self._session.generate_reply(instructions=self._instructions(target, speak))
-        except RuntimeError:
-            # e.g. scheduling is draining right after an AgentTask completed: keep the
-            # items pending and retry after a growing delay (the refused reply's own
-            # events must not retry it at once)
-            logger.debug("generate_reply refused", extra={"target": target.id})
-            self._back_off()
-            return
-        self._issued(target, speak, handle)
+            await self._store.insert(new, items)
+        except Exception:
+            self._write_failed(new, items)
+        return True
+
+    def _speak(self, target: Agent, speak: list[PendingItem]) -> None:
+        """Issue the reply (called right after a decision, with no await in between),
+        then hand off if a result asks for it (livekit plays the reply first)."""
+        new = handoff_of(target, speak)
+        say = [p for p in speak if p.handoff is None or output_of(p)]
+        if say:
+            try:
+                handle = self._session.generate_reply(
+                    instructions=reply_instructions(self._services.options, target, say)
+                )
+            except RuntimeError:
+                # e.g. scheduling is draining right after an AgentTask completed: keep
+                # the items pending and retry after a growing delay (the refused reply's
+                # own events must not retry it at once)
+                logger.debug("generate_reply refused", extra={"target": target.id})
+                self._back_off()
+                return
+            self._issued(target, speak, handle)
+        else:  # a bare handoff: nothing to say, the new agent takes over
+            self.pending.remove(speak)
+            self._finish(speak, "delivered")
+        if new is not None:
+            self._session.update_agent(new)
 
     def _issued(self, target: Agent, speak: list[PendingItem], handle: SpeechHandle) -> None:
         self._refusals = 0
@@ -283,18 +300,6 @@ class DeliveryQueue:
         self._retry = None
         self.evaluate()
 
-    def _instructions(self, target: Agent, items: list[PendingItem]) -> str:
-        results = [p for p in items if p.kind != "follow_up"]
-        return instructions(
-            self._services.options,
-            tool_names=[p.tool_name for p in results],
-            item_ids=[p.item_id for p in results],
-            redelivery=any(p.attempts for p in results),
-            maybe_covered=bool(results)
-            and said_after(target.chat_ctx.items, {p.item_id for p in results}),
-            follow_ups=[p.text for p in items if p.kind == "follow_up"],
-        )
-
     def _on_reply_done(self, handle: SpeechHandle) -> None:
         reply = self._replies.pop(handle.id, None)
         if reply is None:
@@ -303,7 +308,7 @@ class DeliveryQueue:
             closed=self._closed,
             interrupted=handle.interrupted,
             failed=_compat.reply_failed(handle),
-            said=_said(handle),
+            said=said(handle),
         )
         if outcome == "closed":
             self._finish(reply.items, "dropped", reason="session_closed", speech_id=handle.id)

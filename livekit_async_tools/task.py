@@ -7,7 +7,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from livekit.agents import Agent, llm
+from livekit.agents import Agent, AgentTask, llm
 
 from ._hooks import CANCEL_HOOKS_TIMEOUT, run_cancel_hooks
 from ._log import logger, pii_extra
@@ -331,16 +331,25 @@ class AsyncCall:
         self._services.changed()
 
     def _add_final(self, status: TaskStatus, result: object, text: str | None) -> None:
+        handoff: Agent | None = None
+        if status == "succeeded":
+            result, handoff, problem = split_handoff(result)
+            if problem is not None:
+                logger.error(problem, extra={"call_id": self.call_id, "function": self.tool_name})
+                status, result, text = "failed", None, problem
         if status == "succeeded":
             try:
-                output = render_message(result)
+                output = "" if result is None else render_message(result)
             except TypeError:
                 output = str(result)
         else:
             output = text or ""
         # recorded, not spoken: a cancellation (whoever cancelled knows) and a None result
-        # (livekit files no reply for a tool returning None either)
-        silent = status == "cancelled" or (status == "succeeded" and result is None)
+        # (livekit files no reply for a tool returning None either); a handoff is made at
+        # the gate, so it is never silent
+        silent = handoff is None and (
+            status == "cancelled" or (status == "succeeded" and result is None)
+        )
         delivery: Delivery = "silent" if silent else self.spec.result_delivery
         self._sink.add(
             self.identity,
@@ -349,6 +358,7 @@ class AsyncCall:
             output=output,
             is_error=status != "succeeded",
             delivery=delivery,
+            handoff=handoff,
         )
 
     def log_started(self) -> None:
@@ -360,3 +370,24 @@ class AsyncCall:
                 **pii_extra(self.arguments),
             },
         )
+
+
+def split_handoff(result: object) -> tuple[object, Agent | None, str | None]:
+    """A result as livekit's tools return a handoff: an `Agent`, or a list or tuple
+    holding one `Agent` and the output. Returns (output, agent, problem); ``problem``
+    says why a returned agent cannot be handed off to."""
+    items = list(result) if isinstance(result, (list, tuple)) else [result]
+    agents = [r for r in items if isinstance(r, Agent)]
+    if not agents:
+        return result, None, None
+    rest = [r for r in items if not isinstance(r, Agent)]
+    output: object = rest[0] if len(rest) == 1 else (rest or None)
+    if len(agents) > 1:
+        return None, None, "the background call returned more than one agent to hand off to"
+    if isinstance(agents[0], AgentTask):
+        return (
+            None,
+            None,
+            ("the background call returned an AgentTask; await it inside the tool to run it"),
+        )
+    return output, agents[0], None

@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"events", "_spec", "_policy"},  # payloads, tool options, pure decisions
     {"_texts", "_ports"},  # every LLM-facing text; the narrow interfaces
     {"context", "_chat_store", "gate", "_hooks"},  # run context; writes; floor; cancel hooks
-    {"task", "_pending", "_mock_registry"},  # one call's state machine; what waits
+    {"task", "_pending", "_mock_registry", "_reply"},  # a call; what waits; what replies say
     # speaking; notes; control tools; away; questions
     {"delivery", "steering", "control", "_away", "_questions"},
     {"_calls"},  # the registry of live calls, dispatch
