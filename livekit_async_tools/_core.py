@@ -94,7 +94,7 @@ class Core:
         call = self.calls.get(call_id)
         if call is None:
             raise llm.ToolError(self.options.cancel_unknown_template.format(call_id=call_id))
-        if not call.spec.cancellable:
+        if not call.cancellable:
             raise llm.ToolError(
                 self.options.cancel_refused_template.format(
                     tool_name=call.tool_name, call_id=call_id
@@ -103,6 +103,15 @@ class Core:
         await self.calls.stop(call, "cancelled")
         assert call.status is not None  # stop() returns once the call has ended
         return call.status
+
+    def extend(self, call_id: str, seconds: float) -> str:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise llm.ToolError(self.options.cancel_unknown_template.format(call_id=call_id))
+        call.deadline.extend(seconds)
+        return self.options.extend_done_template.format(
+            tool_name=call.tool_name, call_id=call_id, seconds=seconds
+        )
 
     def answer(self, question_id: str, answer: str) -> str:
         call = self.questions.answer(question_id, answer)

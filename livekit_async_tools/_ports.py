@@ -99,6 +99,9 @@ class ItemSink(Protocol):
     async def recorded(self, item: PendingItem) -> None:
         """Wait until ``item`` is written into its record target's context."""
 
+    def withdraw(self, items: list[PendingItem], reason: str) -> None:
+        """Take back those of ``items`` still waiting (reported ``skipped``)."""
+
 
 class Services(Protocol):
     """What every part gets from the runtime: settings, events out, tasks, a nudge."""
@@ -167,6 +170,9 @@ class SessionControl(Protocol):
 
     async def cancel(self, call_id: str) -> TaskStatus:
         """Cancel a call, wait for its end and return how it ended."""
+
+    def extend(self, call_id: str, seconds: float) -> str:
+        """Give an overdue call more time; the text the LLM hears (raises `ToolError`)."""
 
     def answer(self, question_id: str, answer: str) -> str:
         """Give an open question its answer; the text the LLM hears (raises

@@ -15,6 +15,7 @@ __all__ = [
     "DuplicateMode",
     "DuplicateScope",
     "FollowUpMode",
+    "OnTimeout",
     "ToolSpec",
 ]
 
@@ -27,10 +28,14 @@ DuplicateScope: TypeAlias = Literal["name", "name_and_args"]
 FollowUpMode: TypeAlias = Literal["one_at_a_time", "all"]
 """How pending follow-ups share a reply."""
 
+OnTimeout: TypeAlias = Literal["cancel", "ask"]
+"""What a call's ``timeout`` does: stop it, or first ask the caller whether to wait."""
+
 DELIVERIES: tuple[Delivery, ...] = ("when_idle", "interrupt", "silent")
 _ON_HANDOFF: tuple[OnHandoff, ...] = ("forward", "hold", "cancel")
 _DUPLICATE_MODES: tuple[DuplicateMode, ...] = ("allow", "reject", "replace", "confirm")
 _DUPLICATE_SCOPES: tuple[DuplicateScope, ...] = ("name", "name_and_args")
+_ON_TIMEOUT: tuple[OnTimeout, ...] = ("cancel", "ask")
 
 CONFIRM_PARAM = "confirm_duplicate"
 """The boolean parameter ``on_duplicate="confirm"`` adds to a tool's schema."""
@@ -50,6 +55,7 @@ class ToolSpec:
     on_handoff: OnHandoff | None = None
     cancellable: bool = False
     timeout: float | None = None
+    on_timeout: OnTimeout = "cancel"
     result_delivery: Delivery = "when_idle"
     on_duplicate: DuplicateMode = "reject"
     duplicate_scope: DuplicateScope = "name_and_args"
@@ -70,6 +76,12 @@ class ToolSpec:
             raise ValueError(
                 f"timeout must be a number of seconds > 0, or None for no deadline, "
                 f"got {self.timeout!r}"
+            )
+        if self.on_timeout not in _ON_TIMEOUT:
+            raise ValueError(f"on_timeout must be one of {_ON_TIMEOUT}, got {self.on_timeout!r}")
+        if self.on_timeout == "ask" and self.timeout is None:
+            raise ValueError(
+                'on_timeout="ask" needs a timeout: the caller is asked when it expires'
             )
         if self.on_handoff is not None and self.on_handoff not in _ON_HANDOFF:
             raise ValueError(f"on_handoff must be one of {_ON_HANDOFF}, got {self.on_handoff!r}")

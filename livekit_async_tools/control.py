@@ -1,5 +1,5 @@
-"""The LLM-facing control tools `get_running_tasks` / `cancel_task` / `answer_question`,
-and when to offer them."""
+"""The LLM-facing control tools (`get_running_tasks`, `cancel_task`, `answer_question`,
+`extend_task`) and when to offer them."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ __all__ = [
     "ControlTools",
     "answer_question",
     "cancel_task",
+    "extend_task",
     "get_running_tasks",
 ]
 
@@ -90,8 +91,28 @@ async def answer_question(question_id: str, answer: str, ctx: RunContext[Any]) -
     return runtime.answer(question_id, answer)
 
 
-CONTROL_TOOL_NAMES = ("get_running_tasks", "cancel_task", "answer_question")
-_CONTROL_TOOLS: list[llm.Tool | llm.Toolset] = [get_running_tasks, cancel_task, answer_question]
+@lk_function_tool
+async def extend_task(call_id: str, seconds: float, ctx: RunContext[Any]) -> str:
+    """Give a background task that reached its time limit more time, after the caller
+    agreed to keep waiting (its output asked you to).
+
+    Args:
+        call_id: The task's call id.
+        seconds: How many more seconds to allow.
+    """
+    runtime = _runtime(ctx)
+    if runtime is None:
+        raise llm.ToolError(AsyncToolOptions().cancel_unknown_template.format(call_id=call_id))
+    return runtime.extend(call_id, seconds)
+
+
+CONTROL_TOOL_NAMES = ("get_running_tasks", "cancel_task", "answer_question", "extend_task")
+_CONTROL_TOOLS: list[llm.Tool | llm.Toolset] = [
+    get_running_tasks,
+    cancel_task,
+    answer_question,
+    extend_task,
+]
 
 
 class ControlTools:

@@ -51,6 +51,9 @@ TEMPLATE_PLACEHOLDERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "ask_template": ("tool_name", "call_id", "question_id", "question"),
         "answer_done_template": ("tool_name", "call_id", "question_id"),
         "answer_unknown_template": ("question_id",),
+        "overdue_template": ("tool_name", "call_id", "seconds"),
+        "extend_done_template": ("tool_name", "call_id", "seconds"),
+        "extend_refused_template": ("tool_name", "call_id"),
         "no_running_tasks_template": (),
         "follow_up_template": ("text",),
         "steer_template": ("text",),
@@ -160,6 +163,9 @@ class AsyncToolOptions:
         settle_delay: Seconds of continuous quiet before a deferred reply starts.
         max_tasks_per_session: Live background calls allowed at once per session.
         max_redeliveries: How often an interrupted deferred reply is re-delivered.
+        timeout_decision_window: Seconds the LLM has, once a call with
+            ``on_timeout="ask"`` reached its deadline, to extend it (``extend_task``) or
+            cancel it; without a decision the call is stopped as ``timed_out``.
         on_handoff: Default `OnHandoff` policy for tools that do not set one.
         control_tools: When `get_running_tasks`/`cancel_task` are offered (`ControlTools`).
 
@@ -172,6 +178,7 @@ class AsyncToolOptions:
     settle_delay: float = 0.3
     max_tasks_per_session: int = 32
     max_redeliveries: int = 2
+    timeout_decision_window: float = 60.0
     on_handoff: OnHandoff = "forward"
     control_tools: ControlTools = "auto"
 
@@ -284,6 +291,23 @@ class AsyncToolOptions:
         "There is no open question with id {question_id}: it was answered already, expired, "
         "or its task ended. Do not ask it again."
     )
+    # on_timeout="ask": the deadline passed; the LLM asks the caller whether to wait.
+    overdue_template: str = (
+        "{tool_name} (call id {call_id}) is taking longer than expected ({seconds:.0f} "
+        "seconds so far). Tell the caller and ask whether they want to keep waiting. If "
+        "they do, call extend_task with call id {call_id} and how many more seconds to "
+        "allow; if not, call cancel_task with call id {call_id}."
+    )
+    # extend_task moved the deadline.
+    extend_done_template: str = (
+        "{tool_name} (call id {call_id}) may now run {seconds:g} more seconds; its result "
+        "will come to you."
+    )
+    # extend_task on a call that is not waiting for that decision.
+    extend_refused_template: str = (
+        "{tool_name} (call id {call_id}) is not waiting for a decision about its deadline; "
+        "nothing was changed."
+    )
     # A follow-up queued by the app or a tool: an instruction for the reply.
     follow_up_template: str = "{text}"
     # A steering note: marked as not said by the caller, so the LLM neither answers it
@@ -304,6 +328,15 @@ class AsyncToolOptions:
         if self.max_tasks_per_session < 1:
             raise ValueError(
                 f"max_tasks_per_session must be >= 1, got {self.max_tasks_per_session!r}"
+            )
+        if not (
+            _is_number(self.timeout_decision_window)
+            and math.isfinite(self.timeout_decision_window)
+            and self.timeout_decision_window > 0
+        ):
+            raise ValueError(
+                "timeout_decision_window must be a number of seconds > 0, got "
+                f"{self.timeout_decision_window!r}"
             )
         if not _is_int(self.max_redeliveries):
             raise TypeError(f"max_redeliveries must be an int, got {self.max_redeliveries!r}")

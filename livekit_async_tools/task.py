@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeAlias
 
 from livekit.agents import Agent, AgentTask, llm
 
+from ._deadline import Deadline
 from ._hooks import CANCEL_HOOKS_TIMEOUT, run_cancel_hooks
 from ._log import logger, pii_extra
 from ._policy import CallEvent, CallPhase, step
@@ -110,7 +111,14 @@ class AsyncCall:
         self._updates = 0
         self._hooks: list[CancelCallback] = []
         self._stop_reason: Literal["cancelled", "timed_out"] | None = None
-        self._timeout: asyncio.TimerHandle | None = None
+        self.deadline = Deadline(
+            services,
+            sink,
+            self.identity,
+            spec,
+            elapsed=lambda: self.elapsed,
+            stop=lambda: self.request_stop("timed_out"),
+        )
 
     # -- properties ------------------------------------------------------------------
 
@@ -144,6 +152,11 @@ class AsyncCall:
         )
 
     @property
+    def cancellable(self) -> bool:
+        """The tool is cancellable, or the caller is being asked whether to wait."""
+        return self.spec.cancellable or self.deadline.overdue
+
+    @property
     def on_handoff(self) -> str:
         return self.identity.on_handoff
 
@@ -155,7 +168,7 @@ class AsyncCall:
             origin=self.origin,
             state=self.state,
             started_at=self.started_at,
-            cancellable=self.spec.cancellable,
+            cancellable=self.cancellable,
             last_message=self.last_message,
         )
 
@@ -178,8 +191,7 @@ class AsyncCall:
             self._run(body), name=f"async-tool:{self.tool_name}:{self.call_id}"
         )
         self.task.add_done_callback(self._on_task_done)
-        if self.spec.timeout is not None:
-            self._timeout = self.loop.call_later(self.spec.timeout, self._on_timeout)
+        self.deadline.arm()
 
     def acknowledge(self, *, released: bool = False) -> None:
         """Acknowledge automatically (``ack_after`` expired, the dispatch was cut, or
@@ -203,14 +215,6 @@ class AsyncCall:
     async def wait_ended(self) -> None:
         """Return once the call has ended (its hooks ran, ``task_ended`` was emitted)."""
         await asyncio.shield(self.ended_future)
-
-    def _on_timeout(self) -> None:
-        self._timeout = None
-        if self.request_stop("timed_out"):
-            logger.warning(
-                "async tool timed out",
-                extra={"call_id": self.call_id, "function": self.tool_name},
-            )
 
     def _check_running(self, what: str) -> None:
         if self.phase in ("stopping", "ended"):
@@ -295,7 +299,7 @@ class AsyncCall:
             tool_name=self.tool_name,
             call_id=self.call_id,
             status=status,
-            timeout=self.spec.timeout,
+            timeout=self.deadline.allowed,
             tool_error=error.message if isinstance(error, llm.ToolError) else None,
         )
 
@@ -303,9 +307,7 @@ class AsyncCall:
         """The one place a call ends: ``task_ended``, then the final item (once)."""
         if not self._transition("finished"):
             return
-        if self._timeout is not None:
-            self._timeout.cancel()
-            self._timeout = None
+        self.deadline.disarm()
         self.status = status
         self._hooks.clear()
         text = event_error = self._error_text(status, error)

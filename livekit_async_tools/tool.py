@@ -13,7 +13,7 @@ from livekit.agents.llm.tool_context import RawFunctionDescription, ToolFlag
 from pydantic import Field
 
 from ._mock_registry import find_mock
-from ._spec import CONFIRM_PARAM, SPEC_ATTR, DuplicateMode, DuplicateScope, ToolSpec
+from ._spec import CONFIRM_PARAM, SPEC_ATTR, DuplicateMode, DuplicateScope, OnTimeout, ToolSpec
 from .context import AsyncRunContext
 from .options import Delivery, OnHandoff
 from .runtime import dispatch
@@ -189,6 +189,7 @@ def function_tool(
     on_duplicate: DuplicateMode = "reject",
     duplicate_scope: DuplicateScope = "name_and_args",
     timeout: float | None = None,
+    on_timeout: OnTimeout = "cancel",
     ack_after: float | None = 1.0,
     on_handoff: OnHandoff | None = None,
     result_delivery: Delivery = "when_idle",
@@ -204,6 +205,7 @@ def function_tool(
     on_duplicate: DuplicateMode = "reject",
     duplicate_scope: DuplicateScope = "name_and_args",
     timeout: float | None = None,
+    on_timeout: OnTimeout = "cancel",
     ack_after: float | None = 1.0,
     on_handoff: OnHandoff | None = None,
     result_delivery: Delivery = "when_idle",
@@ -219,6 +221,7 @@ def function_tool(
     on_duplicate: NotGivenOr[DuplicateMode] = NOT_GIVEN,
     duplicate_scope: NotGivenOr[DuplicateScope] = NOT_GIVEN,
     timeout: NotGivenOr[float | None] = NOT_GIVEN,
+    on_timeout: NotGivenOr[OnTimeout] = NOT_GIVEN,
     ack_after: NotGivenOr[float | None] = NOT_GIVEN,
     on_handoff: NotGivenOr[OnHandoff | None] = NOT_GIVEN,
     result_delivery: NotGivenOr[Delivery] = NOT_GIVEN,
@@ -255,6 +258,12 @@ def function_tool(
         duplicate_scope: What makes two calls identical (default ``"name_and_args"``).
         timeout: Hard deadline in seconds for the whole call, kept across updates
             (default ``None``: no deadline).
+        on_timeout: At the deadline, ``"cancel"`` (default) stops the call;
+            ``"ask"`` first has the origin tell the caller it is taking longer and ask
+            whether to keep waiting: the LLM extends the deadline (``extend_task``) or
+            cancels (``cancel_task``); with no decision within
+            `AsyncToolOptions.timeout_decision_window` the call is stopped as
+            ``timed_out``. Needs ``timeout``.
         ack_after: Grace window in seconds (default 1.0): a call that ends within it
             is an ordinary tool result; otherwise it is acknowledged and goes on in
             the background. ``None`` waits for the first `AsyncRunContext.update` or
@@ -268,7 +277,7 @@ def function_tool(
         decorator making one.
 
     Raises:
-        ToolDefinitionError: An async-only option (``cancellable``, ``timeout``,
+        ToolDefinitionError: An async-only option (``cancellable``, ``timeout``, ``on_timeout``,
             ``ack_after``, ``on_handoff``, ``result_delivery``, and ``on_duplicate``
             / ``duplicate_scope`` where livekit has none) on a tool without an
             `AsyncRunContext`, whatever its value; ``raw_schema`` or an unsupported
@@ -292,6 +301,7 @@ def function_tool(
             "on_duplicate": on_duplicate,
             "duplicate_scope": duplicate_scope,
             "timeout": timeout,
+            "on_timeout": on_timeout,
             "ack_after": ack_after,
             "on_handoff": on_handoff,
             "result_delivery": result_delivery,
