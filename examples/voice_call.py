@@ -109,7 +109,7 @@ def decide(req: LLMRequest) -> Reply:
     if "ASK_EMAIL" in text:
         return "Sure. What email address should I send the booking to?"
     if "Background results" in text or "cut off while telling" in text:
-        wanted = set(re.findall(r"[\w-]+_(?:final|update_\d+)", text))
+        wanted = set(re.findall(r"[\w-]+_(?:result|progress_\d+)", text))
         named = [
             it.output
             for it in items

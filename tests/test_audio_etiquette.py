@@ -72,7 +72,7 @@ def decide(req: LLMRequest) -> Reply:
     items = list(req.chat_ctx.items)
     text = req.instructions
     if "Background results" in text or "cut off while telling" in text:
-        wanted = set(re.findall(r"[\w-]+_(?:final|update_\d+)", text))
+        wanted = set(re.findall(r"[\w-]+_(?:result|progress_\d+)", text))
         outputs = [it for it in items if isinstance(it, llm.FunctionCallOutput)]
         return " ".join(it.output for it in outputs if it.call_id in wanted)
     last = items[-1] if items else None
