@@ -46,11 +46,23 @@ STORY = (
 )
 
 
+QUESTION = "The seven forty flight is sold out. Would the eight fifteen flight work for you?"
+
+
 class Desk(Agent):
     def __init__(self) -> None:
         super().__init__(instructions="You are the travel desk.")
         self.report_ready = asyncio.Event()
         self.gate_changes: asyncio.Queue[str] = asyncio.Queue()
+        self.answers: list[str] = []
+
+    @function_tool
+    async def book_flight(self, ctx: AsyncRunContext) -> str:
+        """Book the morning flight."""
+        await ctx.update("checking the seats")
+        await asyncio.sleep(1.0)
+        self.answers.append(await ctx.ask(QUESTION))
+        return "You are booked on the eight fifteen flight."
 
     @function_tool
     async def build_report(self, ctx: AsyncRunContext) -> str:
@@ -72,13 +84,27 @@ def decide(req: LLMRequest) -> Reply:
     items = list(req.chat_ctx.items)
     text = req.instructions
     if "Background results" in text or "cut off while telling" in text:
-        wanted = set(re.findall(r"[\w-]+_(?:result|progress_\d+)", text))
+        wanted = set(re.findall(r"[\w-]+_(?:result|progress_\d+|question_\d+)", text))
         outputs = [it for it in items if isinstance(it, llm.FunctionCallOutput)]
-        return " ".join(it.output for it in outputs if it.call_id in wanted)
+        said = [it.output for it in outputs if it.call_id in wanted]
+        return " ".join(QUESTION if "needs the caller's answer" in o else o for o in said)
     last = items[-1] if items else None
     if isinstance(last, llm.FunctionCallOutput):
+        if last.name == "answer_question":
+            return "Great."
         return "I'm on it." if "background" in last.output else ""
     heard = req.last_user_text.lower()
+    question = re.findall(
+        r"question id ([\w-]+)\)",
+        " ".join(it.output for it in items if isinstance(it, llm.FunctionCallOutput)),
+    )
+    answered = any(
+        isinstance(it, llm.FunctionCall) and it.name == "answer_question" for it in items
+    )
+    if question and not answered and any(w in heard for w in ("yes", "fine", "later", "works")):
+        return ToolCall("answer_question", {"question_id": question[-1], "answer": heard})
+    if "book" in heard or "flight" in heard:
+        return ToolCall("book_flight")
     if "report" in heard:
         return ToolCall("build_report")
     if "gate" in heard:
@@ -233,3 +259,32 @@ async def test_interrupt_update_cuts_the_agent_but_waits_for_the_caller() -> Non
         assert not second.interrupted
         call.desk.gate_changes.put_nowait("done")
         await call.recorder.settled()
+
+
+async def test_a_question_waits_for_the_caller_is_re_asked_after_a_barge_in_and_answered() -> None:
+    async with audio_call(AsyncToolOptions(settle_delay=0.3)) as call:
+        await call.recorder.ask(
+            ["Please book me the morning flight.", "Can you book the flight?"],
+            lambda: any(e.kind == "task_started" for e in call.recorder.events),
+        )
+        book = next(e.call_ids[0] for e in call.recorder.events if e.kind == "task_started")
+        barge_in_on_replies(call, 1)  # the caller talks over the question once
+        await call.recorder.wait_until(
+            lambda: call.recorder.replies(book).count("delivered") >= 1, timeout=90
+        )
+        await call.recorder.ask(
+            ["Yes, the later one is fine.", "Yes, that works."],
+            lambda: bool(call.desk.answers),
+        )
+        await call.recorder.wait_until(
+            lambda: call.recorder.replies(book).count("delivered") >= 2, timeout=90
+        )
+        await call.recorder.settled()
+
+    asked = [s for s in call.speaker.segments if s.text == QUESTION]
+    assert len(asked) == 2 and asked[0].interrupted and not asked[1].interrupted
+    talking = [(c.start, c.end or c.start) for c in call.caller.segments]
+    for seg in asked:
+        assert not [t for t in talking if t[0] <= seg.start < t[1]], "asked over the caller"
+    assert call.desk.answers and any(w in call.desk.answers[0] for w in ("yes", "fine", "works"))
+    assert call.speaker.segments[-1].text == "You are booked on the eight fifteen flight."

@@ -8,8 +8,8 @@ from livekit.agents import Agent
 
 from livekit_async_tools.testing import ScriptedLLM
 
-from .conftest import keyword_brain, start
-from .test_handoff import RULES, Gate, Travel
+from .conftest import keyword_brain, start, until
+from .test_handoff import ON_INSTRUCTIONS, RULES, Gate, Travel
 
 
 def transcript(items: list[object]) -> list[str]:
@@ -77,3 +77,43 @@ async def test_handed_off_and_cut_replies_put_each_pair_in_history_once() -> Non
         final_at = lines.index("output call_1_result")
         assert lines[-1].startswith("assistant: Result")
         assert final_at < len(lines) - 1
+
+
+async def test_a_call_paused_under_a_task_and_re_delivered_reads_coherently() -> None:
+    """Paused under an `AgentTask`, spoken by its origin after the task, cut once and
+    re-delivered: the history reads in order, each pair once, before what says it."""
+    gate = Gate()
+    llm_ = ScriptedLLM(keyword_brain(RULES, on_instructions=ON_INSTRUCTIONS), delay=0.05)
+    session, runtime, rec = await start(Travel(gate), llm_)
+    async with session:
+        await session.run(user_input="find flights to Rome")
+        booking = session.generate_reply(user_input="book it")
+        await until(
+            session,
+            lambda: "assistant: What is your email?" in transcript(list(session.history.items)),
+        )
+        gate.release.set()  # the result is ready while the task has the floor
+        await asyncio.sleep(0.3)
+        cut = asyncio.Event()
+
+        def on_reply(ev: object) -> None:
+            if getattr(ev, "status", None) == "scheduled" and not cut.is_set():
+                cut.set()
+                session.interrupt()
+
+        runtime.on("reply_updated", on_reply)
+        await session.run(user_input="it is ann@example.com")
+        await booking
+        await runtime.settle(timeout=10)
+    statuses = [e.status for e in rec.of("reply_updated")]
+    assert statuses == ["scheduled", "interrupted", "scheduled", "delivered"]
+    items = list(session.history.items)
+    assert len({it.id for it in items}) == len(items)
+    lines = transcript(items)
+    assert lines.count("call call_1_result") == lines.count("output call_1_result") == 1
+    email_at = lines.index("user: it is ann@example.com")
+    result_at = lines.index("output call_1_result")
+    said_at = max(i for i, line in enumerate(lines) if line.startswith("assistant: Result"))
+    assert lines.index("assistant: What is your email?") < email_at
+    assert result_at < said_at  # the pair comes before the reply that tells it
+    assert lines[0] == "user: find flights to Rome"
