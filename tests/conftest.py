@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -95,6 +96,23 @@ async def until(session: AgentSession, cond: Callable[[], bool], timeout: float 
     finally:
         for n in names:
             session.off(n, handler)
+
+
+DERIVED = re.compile(r"_(result|progress_\d+|question_\d+|overdue_\d+)$")
+"""The call id of an item the package derived from a call."""
+
+
+def named_outputs(req: LLMRequest) -> list[Any] | None:
+    """For a deferred reply's request: the derived tool outputs its instructions name
+    (what a compliant model talks about); ``None`` for any other request."""
+    text = req.instructions
+    if "Background results" not in text and "cut off while telling" not in text:
+        return None
+    return [
+        it
+        for it in req.chat_ctx.items
+        if it.type == "function_call_output" and it.call_id in text and DERIVED.search(it.call_id)
+    ]
 
 
 def last_output(request_ctx_items: list[Any], suffixes: tuple[str, ...]) -> list[str]:

@@ -8,15 +8,15 @@ import re
 from typing import Any
 
 import pytest
-from livekit.agents import Agent, AgentTask, llm
+from livekit.agents import Agent, llm
 
 from livekit_async_tools import AskTimeout, AsyncRunContext, AsyncToolOptions, function_tool
 from livekit_async_tools.testing import LLMRequest, ScriptedLLM, ToolCall
 
-from .conftest import FAST, spoken, start, until
+from .conftest import FAST, named_outputs, spoken, start, until
+from .test_handoff import CollectEmail
 
 QUESTION_ID = re.compile(r"question id (\S+?)\)")
-DERIVED = re.compile(r"_(result|progress_\d+|question_\d+)$")
 
 pytestmark = pytest.mark.looptime
 
@@ -43,15 +43,8 @@ def brain(req: LLMRequest) -> Any:
     """A compliant model: asks questions the instructions name, passes answers on."""
     items = list(req.chat_ctx.items)
     last = items[-1]
-    text = req.instructions
-    if "Background results" in text or "cut off while telling" in text:
-        named = [
-            it
-            for it in items
-            if it.type == "function_call_output"
-            and it.call_id in text
-            and DERIVED.search(it.call_id)
-        ]
+    named = named_outputs(req)
+    if named is not None:
         questions = [question_of(it.output) for it in named if "needs the caller" in it.output]
         if questions:
             return " ".join(questions)
@@ -206,30 +199,17 @@ async def test_a_question_queued_behind_another_is_withdrawn_when_its_call_stops
     assert not [s for s in spoken(session) if "7:40" in s]
 
 
-class Collect(AgentTask[str]):
-    def __init__(self) -> None:
-        super().__init__(instructions="collect an email")
-
-    async def on_enter(self) -> None:
-        self.session.generate_reply(instructions="ask for the email")
-
-    @function_tool
-    async def record_email(self, email: str) -> None:
-        """Record the caller's email."""
-        self.complete(email)
-
-
 class DeskWithTask(Desk):
     @function_tool
     async def collect_email(self) -> str:
         """Collect the caller's email."""
-        return f"email is {await Collect()}"
+        return f"email is {await CollectEmail()}"
 
 
 def task_brain(req: LLMRequest) -> Any:
     user = req.last_user_text.lower()
     fresh = req.chat_ctx.items[-1].type == "message"  # not right after a tool output
-    if "ask for the email" in req.instructions:
+    if "ASK_EMAIL" in req.instructions:
         return "What is your email?"
     if fresh and "@" in user:
         return ToolCall("record_email", {"email": user})
@@ -247,7 +227,7 @@ async def test_the_question_waits_while_an_agent_task_has_the_floor() -> None:
         await until(
             session,
             lambda: (
-                isinstance(session.current_agent, Collect)
+                isinstance(session.current_agent, CollectEmail)
                 and "What is your email?" in spoken(session)
             ),
         )

@@ -14,6 +14,7 @@ from livekit_async_tools import AsyncRunContext, function_tool
 from livekit_async_tools.testing import ScriptedLLM, ToolCall
 
 from .conftest import keyword_brain, spoken, start
+from .test_handoff import CollectEmail
 
 pytestmark = pytest.mark.looptime
 
@@ -133,24 +134,11 @@ async def test_a_bare_agent_hands_off_without_a_reply_of_its_own() -> None:
     assert [(e.status, e.speech_id) for e in rec.of("reply_updated")] == [("delivered", None)]
 
 
-class Collect(AgentTask[str]):
-    def __init__(self) -> None:
-        super().__init__(instructions="collect an email")
-
-    async def on_enter(self) -> None:
-        self.session.generate_reply(instructions="ASK_EMAIL")
-
-    @function_tool
-    async def record_email(self, email: str) -> None:
-        """Record the caller's email."""
-        self.complete(email)
-
-
 class TravelWithTask(Travel):
     @function_tool
     async def collect_email(self) -> str:
         """Collect the caller's email."""
-        return f"email {await Collect()}"
+        return f"email {await CollectEmail()}"
 
 
 async def test_the_handoff_waits_while_an_agent_task_has_the_floor() -> None:
@@ -173,7 +161,7 @@ async def test_the_handoff_waits_while_an_agent_task_has_the_floor() -> None:
         await session.run(user_input="put me through to the desk when ready")
         collecting = session.generate_reply(user_input="take my email")
         await asyncio.sleep(8)  # the result is ready; the task has the floor
-        assert isinstance(session.current_agent, Collect)
+        assert isinstance(session.current_agent, CollectEmail)
         await session.run(user_input="it is a@b.c")
         await collecting
         await runtime.settle(timeout=10)

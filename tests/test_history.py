@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from livekit.agents import Agent
+from livekit.agents import Agent, AgentSession
 
+from livekit_async_tools import AsyncToolRuntime, ReplyUpdated
 from livekit_async_tools.testing import ScriptedLLM
 
 from .conftest import keyword_brain, start, until
@@ -44,6 +46,18 @@ async def test_a_result_reads_as_a_transcript_in_session_history() -> None:
         ]
 
 
+def cut_the_first_reply(session: AgentSession[Any], runtime: AsyncToolRuntime) -> None:
+    """Interrupt the first deferred reply the moment it is scheduled."""
+    cut = asyncio.Event()
+
+    def on_reply(ev: ReplyUpdated) -> None:
+        if ev.status == "scheduled" and not cut.is_set():
+            cut.set()
+            session.interrupt()
+
+    runtime.on("reply_updated", on_reply)
+
+
 class Hotel(Agent):
     def __init__(self) -> None:
         super().__init__(instructions="hotel")
@@ -56,14 +70,7 @@ async def test_handed_off_and_cut_replies_put_each_pair_in_history_once() -> Non
         await session.run(user_input="find flights to Rome")
         session.update_agent(Hotel())
         gate.release.set()
-        cut = asyncio.Event()
-
-        def on_reply(ev: object) -> None:
-            if getattr(ev, "status", None) == "scheduled" and not cut.is_set():
-                cut.set()
-                session.interrupt()
-
-        runtime.on("reply_updated", on_reply)
+        cut_the_first_reply(session, runtime)
         await runtime.settle(timeout=10)
         statuses = [e.status for e in rec.of("reply_updated")]
         assert statuses[:2] == ["scheduled", "interrupted"]
@@ -94,14 +101,7 @@ async def test_a_call_paused_under_a_task_and_re_delivered_reads_coherently() ->
         )
         gate.release.set()  # the result is ready while the task has the floor
         await asyncio.sleep(0.3)
-        cut = asyncio.Event()
-
-        def on_reply(ev: object) -> None:
-            if getattr(ev, "status", None) == "scheduled" and not cut.is_set():
-                cut.set()
-                session.interrupt()
-
-        runtime.on("reply_updated", on_reply)
+        cut_the_first_reply(session, runtime)
         await session.run(user_input="it is ann@example.com")
         await booking
         await runtime.settle(timeout=10)

@@ -5,7 +5,6 @@ Real text-mode sessions in virtual time."""
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 import pytest
@@ -14,12 +13,11 @@ from livekit.agents import Agent
 from livekit_async_tools import AsyncRunContext, AsyncToolOptions, function_tool
 from livekit_async_tools.testing import LLMRequest, ScriptedLLM, ToolCall
 
-from .conftest import spoken, start
+from .conftest import named_outputs, spoken, start
 
 pytestmark = pytest.mark.looptime
 
 OPTIONS = AsyncToolOptions(settle_delay=0.05, timeout_decision_window=30)
-DERIVED = re.compile(r"_(result|progress_\d+|overdue_\d+)$")
 
 
 class Desk(Agent):
@@ -38,17 +36,9 @@ class Desk(Agent):
 
 
 def brain(req: LLMRequest) -> Any:
-    items = list(req.chat_ctx.items)
-    last = items[-1]
-    text = req.instructions
-    if "Background results" in text or "cut off while telling" in text:
-        named = [
-            it
-            for it in items
-            if it.type == "function_call_output"
-            and it.call_id in text
-            and DERIVED.search(it.call_id)
-        ]
+    last = req.chat_ctx.items[-1]
+    named = named_outputs(req)
+    if named is not None:
         if any("taking longer than expected" in it.output for it in named):
             return "This is taking longer than expected. Do you want to keep waiting?"
         return "Result: " + "; ".join(it.output for it in named) if named else ""
