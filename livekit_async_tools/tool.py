@@ -13,6 +13,7 @@ from livekit.agents.llm.tool_context import RawFunctionDescription, ToolFlag
 from pydantic import Field
 
 from ._mock_registry import find_mock
+from ._plain import check_timeout, with_timeout
 from ._spec import CONFIRM_PARAM, SPEC_ATTR, DuplicateMode, DuplicateScope, OnTimeout, ToolSpec
 from .context import AsyncRunContext
 from .options import Delivery, OnHandoff
@@ -168,6 +169,7 @@ def function_tool(
     flags: ToolFlag = ToolFlag.NONE,
     on_duplicate: DuplicateMode = "allow",
     duplicate_scope: DuplicateScope = "name",
+    timeout: float | None = None,
 ) -> llm.RawFunctionTool[..., Any]: ...
 @overload
 def function_tool(
@@ -177,6 +179,7 @@ def function_tool(
     flags: ToolFlag = ToolFlag.NONE,
     on_duplicate: DuplicateMode = "allow",
     duplicate_scope: DuplicateScope = "name",
+    timeout: float | None = None,
 ) -> Callable[[_F], llm.RawFunctionTool[..., Any]]: ...
 @overload
 def function_tool(
@@ -237,10 +240,10 @@ def function_tool(
     `AsyncRunContext` parameter is handed to livekit unchanged, with every argument
     livekit takes (``name``, ``description``, ``raw_schema``, ``flags``, and from
     livekit-agents 1.6 its own ``on_duplicate`` and ``duplicate_scope``, with
-    livekit's defaults and meaning). One with it is wrapped: livekit sees an
-    ordinary tool with the same name, description and JSON schema (the context
-    parameter removed, arguments validated by livekit), whose body starts the
-    background call.
+    livekit's defaults and meaning; with ``timeout`` it gets a deadline, see below).
+    One with it is wrapped: livekit sees an ordinary tool with the same name,
+    description and JSON schema (the context parameter removed, arguments validated
+    by livekit), whose body starts the background call.
 
     Args:
         f: The function (when used bare).
@@ -257,7 +260,9 @@ def function_tool(
             ``"reject"``).
         duplicate_scope: What makes two calls identical (default ``"name_and_args"``).
         timeout: Hard deadline in seconds for the whole call, kept across updates
-            (default ``None``: no deadline).
+            (default ``None``: no deadline). On a tool without an `AsyncRunContext`
+            (an ``async def`` one) the call runs inline as usual and, at the deadline,
+            is cancelled and answered with `AsyncToolOptions.timed_out_template`.
         on_timeout: At the deadline, ``"cancel"`` (default) stops the call;
             ``"ask"`` first has the origin tell the caller it is taking longer and ask
             whether to keep waiting: the LLM extends the deadline (``extend_task``) or
@@ -277,11 +282,12 @@ def function_tool(
         decorator making one.
 
     Raises:
-        ToolDefinitionError: An async-only option (``cancellable``, ``timeout``, ``on_timeout``,
+        ToolDefinitionError: An async-only option (``cancellable``, ``on_timeout``,
             ``ack_after``, ``on_handoff``, ``result_delivery``, and ``on_duplicate``
             / ``duplicate_scope`` where livekit has none) on a tool without an
-            `AsyncRunContext`, whatever its value; ``raw_schema`` or an unsupported
-            flag on one with it; or a signature livekit cannot call.
+            `AsyncRunContext`, whatever its value; ``timeout`` on one that is not
+            ``async def``; ``raw_schema`` or an unsupported flag on one with it; or a
+            signature livekit cannot call.
         ValueError: An option has an unknown value.
         TypeError: An option has the wrong type.
 
@@ -310,7 +316,8 @@ def function_tool(
     }
 
     def plain_tool(fn: _F) -> llm.FunctionTool[..., Any] | llm.RawFunctionTool[..., Any]:
-        async_only = [k for k in given if k not in _LIVEKIT_PARAMS]
+        options = {k: v for k, v in given.items() if k != "timeout"}
+        async_only = [k for k in options if k not in _LIVEKIT_PARAMS]
         if async_only:
             note = ""
             if {"on_duplicate", "duplicate_scope"} & set(async_only):
@@ -322,13 +329,25 @@ def function_tool(
                 f"{fn.__qualname__}: {', '.join(async_only)} only apply to async tools; add "
                 f"a parameter typed AsyncRunContext or remove these options{note}"
             )
-        passed: dict[str, Any] = {"name": name, "description": description, **given}
+        passed: dict[str, Any] = {"name": name, "description": description, **options}
         if raw_schema is not None:
             passed["raw_schema"] = raw_schema
         if utils.is_given(flags):
             passed["flags"] = flags
+        target: Callable[..., Any] = fn
+        if given.get("timeout") is not None:
+            seconds = check_timeout(given["timeout"])
+            if not inspect.iscoroutinefunction(fn):
+                raise ToolDefinitionError(
+                    f"{fn.__qualname__}: timeout= needs an `async def` tool; a plain function "
+                    "blocks the event loop and cannot be stopped at the deadline"
+                )
+            if CTX_PARAM in inspect.signature(fn).parameters:
+                raise ToolDefinitionError(f"{fn.__qualname__}: the name {CTX_PARAM!r} is reserved")
+            tool_name = str((raw_schema or {}).get("name") or name or fn.__name__)
+            target = with_timeout(fn, seconds, name=tool_name, ctx_param=CTX_PARAM)
         tool: llm.FunctionTool[..., Any] | llm.RawFunctionTool[..., Any]
-        tool = lk_function_tool(fn, **passed)
+        tool = lk_function_tool(target, **passed)
         return tool
 
     def async_tool(fn: _F, ctx_name: str) -> llm.FunctionTool[..., Any]:

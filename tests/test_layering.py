@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"_calls"},  # the registry of live calls, dispatch
     {"_core"},  # the composition root: wires the parts, fans session events out
     {"runtime"},  # the documented API
+    {"_plain"},  # timeouts for ordinary tools
     {"tool"},  # function_tool
     {"__init__"},
 ]

@@ -91,8 +91,8 @@ def test_async_tool_keeps_name_description_and_schema() -> None:
 
 
 def test_definition_errors() -> None:
-    with pytest.raises(ToolDefinitionError, match="timeout only apply to async tools"):
-        function_tool(timeout=3)(plain)
+    with pytest.raises(ToolDefinitionError, match="ack_after only apply to async tools"):
+        function_tool(ack_after=3)(plain)
 
     def sync_tool(ctx: AsyncRunContext) -> str:
         return ""
@@ -173,8 +173,8 @@ def test_plain_tool_passes_name_description_and_flags_through() -> None:
     [
         {"cancellable": False},
         {"cancellable": True},
-        {"timeout": None},
-        {"timeout": 3},
+        {"on_timeout": "cancel"},
+        {"on_timeout": "ask"},
         {"ack_after": 1.0},
         {"ack_after": None},
         {"on_handoff": None},
@@ -194,8 +194,8 @@ def test_async_only_option_on_a_plain_tool_is_refused_whatever_its_value(
 
 
 def test_every_refused_option_is_named() -> None:
-    with pytest.raises(ToolDefinitionError, match="plain: cancellable, timeout only apply"):
-        function_tool(cancellable=False, timeout=None, name="x")(plain)
+    with pytest.raises(ToolDefinitionError, match="plain: cancellable, ack_after only apply"):
+        function_tool(cancellable=False, ack_after=None, name="x")(plain)
 
 
 @pytest.mark.parametrize(
