@@ -22,6 +22,7 @@ import functools
 import gc
 import logging
 import random
+import re
 import time
 import types
 import warnings
@@ -34,7 +35,13 @@ import looptime
 from livekit.agents import Agent, AgentSession, AgentTask, llm
 from livekit.agents.voice.io import TextOutput
 
-from livekit_async_tools import AsyncRunContext, AsyncToolOptions, attach, function_tool
+from livekit_async_tools import (
+    AskTimeout,
+    AsyncRunContext,
+    AsyncToolOptions,
+    attach,
+    function_tool,
+)
 from livekit_async_tools._compat import SILENT_AGENT_CLOSE
 from livekit_async_tools.testing import FakeVoice, LLMRequest, ScriptedLLM, ToolCall
 from livekit_async_tools.testing._fake_voice import FAKE_VOICE_SUPPORTED
@@ -54,6 +61,8 @@ TRANSCRIPTION_ALLOWANCE = 1.0
 """Seconds after livekit's maximum endpointing delay a caller's turn may still be
 committed (DESIGN section 4: the bounded wait for a caller turn)."""
 DELIVERY_MARKERS = ("Background results", "cut off while telling", "FU#")
+NAMED_ITEMS = re.compile(r"\b(c\d+)_(question|overdue)_(\d+)\b")
+"""Question and overdue items a deferred reply's instructions name."""
 
 
 def secrets_of(plan: Plan) -> tuple[str, str]:
@@ -115,11 +124,28 @@ class FuzzTask(AgentTask[str]):
         return "finished"
 
 
+class ReturnedAgent(FuzzAgent):
+    """An agent a call's result hands the session to (job end ``agent``/``agent_output``);
+    it greets when it takes over."""
+
+    def __init__(
+        self, harness: Harness, index: int, call_id: str, chat_ctx: llm.ChatContext | None
+    ) -> None:
+        Agent.__init__(self, instructions=f"You are desk R{index}.", chat_ctx=chat_ctx)
+        self.harness = harness
+        self.index = index
+        self.call_id = call_id
+
+    async def on_enter(self) -> None:
+        self.harness.entered(self)
+        self.harness.reply(instructions="DESK_ENTER")
+
+
 @functools.lru_cache(maxsize=4096)
 def _async_tool(index: int, td: ToolDef) -> Any:
     async def tool(
         self, ctx: AsyncRunContext, job: int, api_key: str = "", card_number: str = ""
-    ) -> str | None:
+    ) -> object:
         return await self.harness.run_job(ctx, index, job)
 
     tool.__name__ = tool.__qualname__ = f"t{index}"
@@ -134,14 +160,22 @@ def _async_tool(index: int, td: ToolDef) -> Any:
         timeout=td.timeout,
         on_handoff=td.on_handoff,  # type: ignore[arg-type]
         result_delivery=td.result_delivery,  # type: ignore[arg-type]
+        on_timeout=td.on_timeout,  # type: ignore[arg-type]
     )
 
 
 @functools.lru_cache(maxsize=512)
-def agent_classes(tools: tuple[ToolDef, ...]) -> tuple[type[FuzzAgent], type[FuzzTask]]:
-    """Agent and task classes carrying async tools with these options (cached)."""
+def agent_classes(
+    tools: tuple[ToolDef, ...],
+) -> tuple[type[FuzzAgent], type[FuzzTask], type[ReturnedAgent]]:
+    """Agent, task and returned-agent classes carrying async tools with these options
+    (cached)."""
     attrs = {f"t{i}": _async_tool(i, td) for i, td in enumerate(tools)}
-    return type("PlanAgent", (FuzzAgent,), attrs), type("PlanTask", (FuzzTask,), attrs)
+    return (
+        type("PlanAgent", (FuzzAgent,), attrs),
+        type("PlanTask", (FuzzTask,), attrs),
+        type("PlanReturned", (ReturnedAgent,), attrs),
+    )
 
 
 class _SlowText(TextOutput):
@@ -220,7 +254,14 @@ class Harness:
         self.firing = 0  # triggered steps scheduled or running
         self.oracle: Oracle
         self.session: AgentSession[Any]
-        self.agent_cls, self.task_cls = agent_classes(plan.tools)
+        self.agent_cls, self.task_cls, self.returned_cls = agent_classes(plan.tools)
+        self.ask_counts: dict[str, int] = {}
+        self.returned: dict[str, ReturnedAgent] = {}
+        self.app_switching: set[int] = set()  # returned agents the app itself hands to
+        self.named: set[str] = set()  # question / overdue items some reply named
+        self.answers = 0
+        self.settle_answered: set[str] = set()
+        self.last_takeover_at = -1.0
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -255,6 +296,20 @@ class Harness:
     def result_delivery(self, tool_name: str) -> str:
         i = self.tool_index(tool_name)
         return self.plan.tools[i].result_delivery if i is not None else "when_idle"
+
+    def overdue_timeout(self, tool_name: str) -> float | None:
+        i = self.tool_index(tool_name)
+        if i is None or self.plan.tools[i].on_timeout != "ask":
+            return None
+        return self.plan.tools[i].timeout
+
+    def job_end(self, call_id: str) -> str | None:
+        """``agent`` / ``agent_output`` if the call's job hands off, else None."""
+        job = self.call_jobs.get(call_id)
+        if job is None:
+            return None
+        end = self.plan.jobs[job].end
+        return end if end in ("agent", "agent_output") else None
 
     def none_result(self, call_id: str) -> bool:
         job = self.call_jobs.get(call_id)
@@ -295,6 +350,11 @@ class Harness:
                 self.oracle.add_follow_up(fid, ctx.origin, self.plan.policy(tool))
             elif op[0] == "steer":
                 ctx.steer(f"note about {cid}")
+            elif op[0] == "ask":
+                await self._ask(ctx, op[1])
+        if job.end in ("agent", "agent_output"):
+            new = self.returned_agent(cid, ctx.origin)
+            return new if job.end == "agent" else (new, f"result of {cid}")
         if job.end == "none":
             return None
         if job.end == "tool_error":
@@ -302,6 +362,42 @@ class Harness:
         if job.end == "error":
             raise RuntimeError(f"{cid} broke")
         return f"result of {cid}"
+
+    async def _ask(self, ctx: AsyncRunContext[Any], timeout: float | None) -> None:
+        cid = ctx.call_id
+        n = self.ask_counts[cid] = self.ask_counts.get(cid, 0) + 1
+        qid = f"{cid}_question_{n}"
+        queued = self.plan.control_tools != "never" and not self.oracle.closed
+        self.oracle.ask_started(cid, qid, timeout, queued)
+        try:
+            answer = await ctx.ask(f"Q{n} of {cid}: shall I go on?", timeout=timeout)
+        except AskTimeout as e:
+            self.oracle.ask_ended(qid, "timeout", e.question_id)
+        except asyncio.CancelledError:
+            self.oracle.ask_ended(qid, "cancelled", None)
+            raise
+        except RuntimeError as e:
+            self.oracle.ask_ended(qid, "refused", str(e))
+        else:
+            self.oracle.ask_ended(qid, "answered", answer)
+
+    def returned_agent(self, call_id: str, origin: Agent) -> ReturnedAgent:
+        index = len(self.agents)
+        chat_ctx = origin.chat_ctx.copy() if self.rnd.random() < 0.5 else None
+        agent = self.returned_cls(self, index, call_id, chat_ctx)
+        self.oracle.agent_names[id(agent)] = f"R{index}"
+        self.agents.append(agent)
+        self.returned[call_id] = agent
+        self.note(f"{call_id} returns agent R{index}")
+        return agent
+
+    def entered(self, agent: ReturnedAgent) -> None:
+        if id(agent) in self.app_switching:
+            self.app_switching.discard(id(agent))
+            self.note(f"{self.oracle.name(agent)} current again (the app handed back)")
+            return
+        self.last_takeover_at = asyncio.get_running_loop().time()
+        self.oracle.handoff_entered(agent.call_id, agent)
 
     def _hook(self, cid: str, kind: str, seconds: float) -> Any:
         if kind == "sync":
@@ -332,6 +428,7 @@ class Harness:
             break
         text = "\n".join(tail)
         if any(m in text for m in DELIVERY_MARKERS):
+            self.named_items(text)
             if self.rnd.random() < self.plan.empty_rate:
                 return ""
             return "Result: " + " ".join(["news"] * self.rnd.randint(2, 9))
@@ -339,11 +436,63 @@ class Harness:
             return "Noted, " + " ".join(["okay"] * self.rnd.randint(1, 5))
         if "TASK_ENTER" in text:
             return "Task here, what else?"
+        if "DESK_ENTER" in text:
+            return "New desk here, how can I help?"
         if isinstance(last, llm.ChatMessage) and last.role == "user":
             said = (last.text_content or "").strip()
             if said.startswith("u") and said[1:].isdigit():
                 return self.respond(int(said[1:]))
+            if said[:2] in ("a:", "x:", "k:"):
+                return [self.decision(said[0], said[2:])]
         return ""
+
+    def fresh_id(self) -> str:
+        self.ids += 1
+        return f"c{self.ids}"
+
+    def decision(self, kind: str, target: str, seconds: float | None = None) -> ToolCall:
+        """The caller's answer to a question (``a``), or their decision about an overdue
+        call: keep waiting (``x``), or cancel it (``k``)."""
+        fc = self.fresh_id()
+        if kind == "a":
+            self.answers += 1
+            answer = f"answer {self.answers} to {target}"
+            self.oracle.passed("answer_question", target, answer, fc)
+            return ToolCall(
+                "answer_question", {"question_id": target, "answer": answer}, call_id=fc
+            )
+        if kind == "x":
+            secs = self.plan.extend_seconds if seconds is None else seconds
+            self.oracle.passed("extend_task", target, secs, fc)
+            return ToolCall("extend_task", {"call_id": target, "seconds": secs}, call_id=fc)
+        self.oracle.passed("cancel_task", target, None, fc)
+        return ToolCall("cancel_task", {"call_id": target}, call_id=fc)
+
+    def named_items(self, text: str) -> None:
+        """A deferred reply puts questions (or overdue calls) to the caller: the caller
+        answers (decides) later, as the plan says."""
+        plan = self.plan
+        for cid, kind, n in NAMED_ITEMS.findall(text):
+            key = f"{cid}_{kind}_{n}"
+            if kind == "question":
+                self.oracle.question_spoken(key)
+            if key in self.named:
+                continue
+            self.named.add(key)
+            if kind == "question" and plan.answer_delay is not None:
+                self.later(plan.answer_delay, f"a:{key}")
+            elif kind == "overdue" and plan.overdue_choice != "wait":
+                choice = plan.overdue_choice
+                if choice == "mixed":
+                    choice = self.rnd.choice(("extend", "cancel"))
+                self.later(plan.overdue_delay, f"{'x' if choice == 'extend' else 'k'}:{cid}")
+
+    def later(self, delay: float, text: str) -> None:
+        """The caller says ``text`` in ``delay`` seconds."""
+        if self.oracle.closed:
+            return
+        self.firing += 1
+        asyncio.get_running_loop().call_later(delay, self._fire, "caller", ("reply_text", text))
 
     def new_id(self, action: int, part: int) -> str:
         self.ids += 1
@@ -376,7 +525,9 @@ class Harness:
                 out.append(ToolCall("wait_a_bit", {"seconds": part[1]}, call_id=self.new_id(k, p)))
             elif kind == "cancel":
                 target = self.emitted.get((part[1] % len(plan.actions), part[2]), "c0")
-                out.append(ToolCall("cancel_task", {"call_id": target}, call_id=self.new_id(k, p)))
+                fc = self.new_id(k, p)
+                self.oracle.passed("cancel_task", target, None, fc)
+                out.append(ToolCall("cancel_task", {"call_id": target}, call_id=fc))
             elif kind == "list":
                 out.append(ToolCall("get_running_tasks", {}, call_id=self.new_id(k, p)))
             elif kind in ("transfer", "task") and not switched:
@@ -387,6 +538,18 @@ class Harness:
                     out.append(ToolCall("collect_info", {}, call_id=self.new_id(k, p)))
             elif kind == "finish":
                 out.append(ToolCall("finish_task", {}, call_id=self.new_id(k, p)))
+            elif kind == "answer":
+                ask = (
+                    self.oracle.open_question()
+                    if part[1] == "open"
+                    else self.oracle.closed_question()
+                    if part[1] == "stale"
+                    else None
+                )
+                out.append(self.decision("a", ask.question_id if ask else "c0_question_9"))
+            elif kind == "extend":
+                target = self.emitted.get((part[1] % len(plan.actions), part[2]), "c0")
+                out.append(self.decision("x", target, part[3]))
         return [*text, *out]
 
     # -- the app's steps ------------------------------------------------------------------------
@@ -482,6 +645,8 @@ class Harness:
             self.spawn(self._caller(f"u{args[0] % len(plan.actions)}", args[1]), "say")
         elif kind == "noise":
             self.spawn(self._caller("", args[0]), "noise")
+        elif kind == "reply_text":  # the caller answers a question or decides
+            self.user_turn(args[0], run=False)
 
     async def _caller(self, text: str, seconds: float) -> None:
         voice = self.voice
@@ -528,6 +693,53 @@ class Harness:
         return False
 
     # -- settling ---------------------------------------------------------------------------
+
+    def answer_open(self) -> bool:
+        """The caller answers the question they were asked last, once, while settling
+        (a call waiting for an answer nobody gives would never settle)."""
+        ask = self.oracle.open_question()
+        if ask is None or ask.question_id in self.settle_answered:
+            return False
+        self.settle_answered.add(ask.question_id)
+        self.note(f"settling: the caller answers {ask.question_id}")
+        self.user_turn(f"a:{ask.question_id}", run=False)
+        return True
+
+    def _handoff_due(self) -> list[str]:
+        """Calls whose origin delivered their handing-off result, with no takeover since
+        (by any agent: only the first handing-off result of a reply hands off)."""
+        due = []
+        for cid in self.returned:
+            rec = self.oracle.calls.get(cid)
+            if rec is None or rec.status != "succeeded" or rec.entered or not rec.acked:
+                continue
+            if not rec.deliveries or not rec.deliveries[-1][1]:
+                continue
+            at = rec.deliveries[-1][0]
+            if self.switch_asked_at < at and self.last_takeover_at < at:
+                due.append(cid)
+        return due
+
+    async def check_handoffs(self) -> None:
+        """Settled: a handing-off result its origin delivered was handed off to (livekit
+        makes the switch once the origin's activity drained: give it a moment)."""
+        for _ in range(10):
+            if not self._handoff_due() or self.oracle.closed:
+                break
+            await asyncio.sleep(0.5)
+        due = self._handoff_due()
+        if any(isinstance(a, FuzzTask) for a in self.agents) or self.oracle.closed:
+            due = []
+        for cid in due:
+            self.oracle.fail(
+                "H",
+                f"the origin delivered the result of {cid}, yet "
+                f"{self.oracle.name(self.returned[cid])} never took over",
+            )
+        for cid, agent in self.returned.items():
+            rec = self.oracle.calls.get(cid)
+            if rec is not None and rec.entered and rec.acked:
+                self.oracle.check_result_pair(cid, agent)
 
     def _held_origin(self) -> Agent | bool | None:
         """The one closed origin whose ``hold`` items wait for it (False if none; None
@@ -590,6 +802,8 @@ class Harness:
                 if not self.complete_task():
                     break
                 await asyncio.sleep(0.5)
+            if self.answer_open():
+                await asyncio.sleep(0.5)
             # let every speech in flight (user turns, tool dispatches) finish first
             live = [h.handle for h in self.oracle.handles.values() if not h.handle.done()]
             if live:
@@ -609,6 +823,7 @@ class Harness:
                     await asyncio.sleep(1.0)
                     continue
                 self.note(f"hand back to {self.oracle.name(held)} for its held items")
+                self.app_switching.add(id(held))
                 self.session.update_agent(held)
             remaining = deadline - loop.time()
             try:
@@ -623,7 +838,16 @@ class Harness:
                     )
                     return False
                 if loop.time() >= deadline and not self.oracle.closed:
-                    self.oracle.fail("2", f"settle hung: {e}")
+                    waiting = [a for a in self.oracle.asks.values() if a.outcome is None]
+                    unasked = [a.question_id for a in waiting if not a.spoken]
+                    if unasked:
+                        self.oracle.fail(
+                            "Q",
+                            f"settle hung: calls wait for answers to {unasked}, "
+                            "never put to the caller",
+                        )
+                    else:
+                        self.oracle.fail("2", f"settle hung: {e}")
                     return False
                 continue
             # settled; triggers armed from now on are dropped, and a triggered step
@@ -664,6 +888,7 @@ class Harness:
         self.runtime = runtime = attach(
             session,
             AsyncToolOptions(
+                timeout_decision_window=plan.decision_window,
                 settle_delay=plan.settle_delay,
                 max_redeliveries=plan.max_redeliveries,
                 on_handoff=plan.on_handoff,  # type: ignore[arg-type]
@@ -679,6 +904,9 @@ class Harness:
             none_result=self.none_result,
             agents=lambda: list(self.agents),
             is_task=lambda a: isinstance(a, FuzzTask),
+            overdue_timeout=self.overdue_timeout,
+            decision_window=plan.decision_window,
+            job_end=self.job_end,
         )
         for i, agent in enumerate(self.agents):
             oracle.agent_names[id(agent)] = f"A{i}"
@@ -698,6 +926,7 @@ class Harness:
                 oracle.note("settled")
                 oracle.check_items("2", settled=True)
                 oracle.check_calls(final=True)
+                await self.check_handoffs()
             oracle.check_contexts()
             self.closing = True
             await session.aclose()
@@ -718,6 +947,7 @@ class Harness:
         oracle.check_items("5", settled=False)
         oracle.check_calls(final=True)
         oracle.check_contexts()
+        oracle.check_asks()
 
     def _on_speech_created(self, ev: Any) -> None:
         if self.expect_user_turn:

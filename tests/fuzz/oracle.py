@@ -23,6 +23,21 @@ Invariants (numbers as reported):
    arguments, extras; under ``lk.pii.*`` keys the values must be redacted).
 7. No "Task exception was never retrieved", no "coroutine ... was never awaited", no
    other error reported to the event loop's exception handler.
+
+Q. Questions (``ctx.ask``): every ask ends exactly once: answered (with exactly the
+   answer the LLM passed to the one ``answer_question`` for it that succeeded), expired
+   (``AskTimeout`` naming its question id, not before its timeout, no answer accepted)
+   or stopped with its call; ``answer_question`` for a question already closed when the
+   LLM called it is a tool error; a question is put to the caller only while no other
+   question of the session is open after being put (one at a time); a question put to
+   the caller is spoken or closed (a call never waits for an answer to a question the
+   caller was never asked).
+T. ``on_timeout="ask"``: an overdue call ends by finishing, by a cancel, or as
+   ``timed_out`` once its decision window passed with no extension (not before, and at
+   most the hooks' bound later); a successful ``extend_task`` moves its deadline.
+H. Handoff from a call's result: the returned agent takes over at most once, only if
+   the origin was current when the result was delivered, and then holds the call's
+   result pair (``<call_id>_result`` call and output) exactly once.
 """
 
 from __future__ import annotations
@@ -103,6 +118,46 @@ class CallRec:
     none_result: bool = False
     follow_up: bool = False
     unsent: int = 0  # non-silent items produced since the last scheduled/dropped reply
+    # on_timeout="ask"
+    deadline: float | None = None  # when the engine marks it overdue next (virtual time)
+    deadline_lo: float | None = None  # the earliest that may be (extension time unknown)
+    overdue: int = 0  # overdue items so far
+    overdue_open: bool = False  # asked whether to wait, no decision yet
+    window_lo: float | None = None  # the decision window ends no earlier than this
+    # a result that hands off
+    handoff_end: str | None = None
+    deliveries: list[tuple[float, bool]] = field(default_factory=list)
+    entered: int = 0
+
+
+@dataclass(eq=False)
+class AskRec:
+    """One ``await ctx.ask(...)``."""
+
+    call_id: str
+    question_id: str
+    timeout: float | None
+    started_at: float
+    started: int
+    put: bool = False  # the engine put it to the caller (its item is queued)
+    spoken: bool = False  # a reply named it
+    outcome: str | None = None  # answered / timeout / cancelled / refused
+    detail: object = None
+    ended_at: float | None = None
+
+
+@dataclass(eq=False)
+class PassRec:
+    """An ``answer_question`` / ``extend_task`` / ``cancel_task`` the scripted LLM made."""
+
+    tool: str
+    target: str  # question id or call id
+    value: object
+    decided_at: float
+    closed: bool  # the question (or decision) was already closed when the LLM decided
+    ok: bool | None = None  # the tool's output: None until known
+    output: str = ""
+    shared: bool = False  # other tools ran in the same response (the event may be late)
 
 
 @dataclass(eq=False)
@@ -125,6 +180,9 @@ class Oracle:
         none_result: Callable[[str], bool],
         agents: Callable[[], list[Agent]],
         is_task: Callable[[Agent], bool],
+        overdue_timeout: Callable[[str], float | None] = lambda _t: None,
+        decision_window: float = 60.0,
+        job_end: Callable[[str], str | None] = lambda _c: None,
     ) -> None:
         self.session = session
         self.runtime = runtime
@@ -148,6 +206,13 @@ class Oracle:
         self.voice_turn_until: float | None = None
         self.voice_turn_text = ""
         self.on_event: Callable[[str], None] = lambda _name: None
+        self._overdue_timeout = overdue_timeout
+        self.decision_window = decision_window
+        self._job_end = job_end
+        self.asks: dict[str, AskRec] = {}
+        self.queue: list[AskRec] = []
+        self.passes: list[PassRec] = []
+        self.pass_by_call: dict[str, PassRec] = {}
         for name in ("task_started", "task_updated", "task_ended", "reply_updated"):
             runtime.on(name, getattr(self, f"_on_{name}"))  # type: ignore[call-overload]
         session.on("speech_created", self._on_speech_created)
@@ -155,6 +220,7 @@ class Oracle:
         session.on("user_state_changed", self._on_user_state)
         session.on("conversation_item_added", self._on_item)
         session.on("close", self._on_close)
+        session.on("function_tools_executed", self._on_tools_executed)
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -197,6 +263,11 @@ class Oracle:
             origin=origin,
             started=idx,
         )
+        rec = self.calls[ev.call_id]
+        timeout = self._overdue_timeout(ev.tool_name)
+        if timeout is not None:
+            rec.deadline = rec.deadline_lo = self.loop.time() + timeout
+            self._arm_deadline(rec)
         self.on_event("started")
 
     def _on_task_updated(self, ev: TaskUpdated) -> None:
@@ -229,9 +300,13 @@ class Oracle:
         if rec.ended is not None:
             self.fail("1", f"task_ended twice for {ev.call_id}")
             return
+        if rec.deadline is not None and ev.status == "timed_out":
+            self._flush_overdue()
+            self._check_overdue_end(rec)
         rec.ended = idx
         rec.status = ev.status
         rec.hooks_at_end = rec.hooks_done
+        rec.handoff_end = self._job_end(ev.call_id)  # the job is known once it ran
         if any(t.call_id == ev.call_id for t in self.runtime.tasks):
             self.fail("1", f"{ev.call_id} still in runtime.tasks at task_ended")
         rec.none_result = ev.status == "succeeded" and self._none_result(ev.call_id)
@@ -265,8 +340,16 @@ class Oracle:
             f"reply_updated {','.join(ev.call_ids)} {ev.status} {ev.reason or ''} "
             f"{ev.speech_id or ''}"
         )
+        self._flush_overdue()
         for cid in ev.call_ids:
             rec = self.calls.get(cid)
+            if (
+                rec is not None
+                and rec.handoff_end
+                and rec.ended is not None
+                and (ev.status == "scheduled" or (ev.status == "delivered" and not ev.speech_id))
+            ):
+                rec.deliveries.append((self.loop.time(), rec.origin is self.current()))
             if rec is None:
                 # a follow-up's id is known once follow_up() returns
                 self.orphans.setdefault(cid, []).append((idx, ev.status))
@@ -280,8 +363,10 @@ class Oracle:
                     "last reply are silent (a silent update, a None result or a "
                     "cancellation: recorded, not spoken)",
                 )
-            if ev.status in ("scheduled", "dropped"):
-                rec.unsent = 0
+            if ev.status in ("scheduled", "dropped") or (
+                ev.status == "delivered" and ev.speech_id is None
+            ):
+                rec.unsent = 0  # a bare handoff is delivered without a speech
         if ev.status == "scheduled":
             self._check_scheduled(ev)
         elif ev.status == "delivered":
@@ -384,6 +469,10 @@ class Oracle:
 
     def _check_delivered(self, ev: ReplyUpdated) -> None:
         ids = ",".join(ev.call_ids)
+        if ev.speech_id is None and all(
+            (r := self.calls.get(c)) is not None and r.handoff_end == "agent" for c in ev.call_ids
+        ):
+            return  # a bare handoff: nothing to say, the returned agent takes over
         rec_h = self.handles.get(ev.speech_id or "")
         if rec_h is None:
             self.fail("3", f"reply for {ids} delivered by unknown speech {ev.speech_id}")
@@ -408,7 +497,12 @@ class Oracle:
             rec = self.calls.get(cid)
             if rec is None or rec.follow_up:
                 continue
-            prefixes = (f"{cid}_result", f"{cid}_progress_")
+            prefixes = (
+                f"{cid}_result",
+                f"{cid}_progress_",
+                f"{cid}_question_",
+                f"{cid}_overdue_",
+            )
             for agent in holders:
                 if not any(
                     isinstance(it, llm.FunctionCallOutput) and it.call_id.startswith(prefixes)
@@ -495,6 +589,251 @@ class Oracle:
         if (rec := self.calls.get(call_id)) is not None:
             rec.hooks_done += 1
 
+    # -- questions (invariant Q) ----------------------------------------------------------
+
+    def ask_started(
+        self, call_id: str, question_id: str, timeout: float | None, queued: bool
+    ) -> None:
+        idx = self.note(f"ask {question_id} (timeout {timeout})")
+        rec = AskRec(call_id, question_id, timeout, self.loop.time(), idx)
+        if question_id in self.asks:
+            self.fail("Q", f"question id {question_id} asked twice")
+        self.asks[question_id] = rec
+        if queued:
+            self.queue.append(rec)
+            self._put_next(idx)
+
+    def _put_next(self, produced: int) -> None:
+        """The engine puts the oldest open question to the caller (one at a time)."""
+        if not self.queue or self.queue[0].put:
+            return
+        head = self.queue[0]
+        head.put = True
+        call = self.calls.get(head.call_id)
+        if call is not None:
+            call.items.append(Item(head.question_id, produced, "when_idle"))
+            call.unsent += 1
+
+    def ask_ended(self, question_id: str, outcome: str, detail: object) -> None:
+        self.note(f"ask {question_id} ended: {outcome} {detail!r}")
+        rec = self.asks.get(question_id)
+        if rec is None:
+            return
+        if rec.outcome is not None:
+            self.fail("Q", f"ask {question_id} ended twice ({rec.outcome}, then {outcome})")
+            return
+        rec.outcome, rec.detail, rec.ended_at = outcome, detail, self.loop.time()
+        if rec in self.queue:
+            self.queue.remove(rec)
+            # the next question was put inside the engine before this returned: it is
+            # produced no later than this ask started
+            self._put_next(rec.started)
+
+    def question_spoken(self, question_id: str) -> None:
+        """A reply's instructions (the LLM's request) name this question."""
+        rec = self.asks.get(question_id)
+        if rec is None:
+            self.fail("Q", f"a reply names question {question_id}, which no call asked")
+            return
+        if not rec.spoken:
+            self.note(f"question {question_id} put to the caller")
+        for other in self.asks.values():
+            if other is not rec and other.spoken and other.outcome is None:
+                self.fail(
+                    "Q",
+                    f"question {question_id} put to the caller while question "
+                    f"{other.question_id} is open and unanswered",
+                )
+        rec.spoken = True
+
+    def open_question(self) -> AskRec | None:
+        """The question put to the caller last that is still open."""
+        spoken = [a for a in self.asks.values() if a.spoken and a.outcome is None]
+        return spoken[-1] if spoken else None
+
+    def closed_question(self) -> AskRec | None:
+        closed = [a for a in self.asks.values() if a.outcome is not None]
+        return closed[-1] if closed else None
+
+    def passed(self, tool: str, target: str, value: object, fc_id: str) -> None:
+        """The scripted LLM calls a control tool (``fc_id``) about ``target``."""
+        closed = False
+        if tool == "answer_question":
+            ask = self.asks.get(target)
+            closed = ask is not None and ask.outcome is not None
+        elif tool == "extend_task":
+            rec = self.calls.get(target)
+            closed = rec is None or rec.ended is not None or not rec.overdue_open
+        rec_p = PassRec(tool, target, value, self.loop.time(), closed)
+        self.passes.append(rec_p)
+        self.pass_by_call[fc_id] = rec_p
+        self.note(f"LLM {tool} {target} {value!r}")
+
+    def _on_tools_executed(self, ev: Any) -> None:
+        outputs = list(ev.function_call_outputs)
+        for i, fc in enumerate(ev.function_calls):
+            rec_p = self.pass_by_call.get(fc.call_id)
+            out = outputs[i] if i < len(outputs) else None
+            if rec_p is None or out is None:
+                continue
+            rec_p.ok = not out.is_error
+            rec_p.output = str(out.output)
+            rec_p.shared = len(ev.function_calls) > 1
+            self.note(f"{rec_p.tool} {rec_p.target} -> {'ok' if rec_p.ok else 'error'}")
+            if rec_p.tool == "extend_task" and rec_p.ok:
+                self._extended(rec_p)
+            if rec_p.tool == "cancel_task" and not rec_p.ok:
+                call = self.calls.get(rec_p.target)
+                if (
+                    call is not None
+                    and call.ended is None
+                    and call.overdue_open
+                    and "cannot be cancelled" in rec_p.output
+                ):
+                    self.fail("T", f"cancel_task refused for overdue call {rec_p.target}")
+
+    def check_asks(self) -> None:
+        for ask in self.asks.values():
+            qid = ask.question_id
+            call = self.calls.get(ask.call_id)
+            passes = [p for p in self.passes if p.tool == "answer_question" and p.target == qid]
+            ok = [p for p in passes if p.ok]
+            if ask.outcome is None:
+                if call is not None and call.ended is not None:
+                    self.fail("Q", f"ask {qid} never returned, yet its call ended")
+                continue
+            if ask.outcome == "answered":
+                if ask.detail not in [p.value for p in passes]:
+                    self.fail("Q", f"ask {qid} returned {ask.detail!r}, which the LLM never passed")
+                if len(ok) > 1 or (ok and ok[0].value != ask.detail):
+                    self.fail(
+                        "Q",
+                        f"ask {qid} returned {ask.detail!r}; answer_question accepted "
+                        f"{[p.value for p in ok]!r}",
+                    )
+            elif ask.outcome == "timeout":
+                if ask.detail != qid:
+                    self.fail("Q", f"AskTimeout of {qid} names question {ask.detail!r}")
+                assert ask.ended_at is not None and ask.timeout is not None
+                if ask.ended_at - ask.started_at < ask.timeout - 0.01:
+                    self.fail(
+                        "Q",
+                        f"ask {qid} raised AskTimeout after "
+                        f"{ask.ended_at - ask.started_at:.2f} s, before its timeout",
+                    )
+                if ok:
+                    self.fail("Q", f"ask {qid} raised AskTimeout, yet answer_question accepted")
+            elif ask.outcome == "cancelled" and ok:
+                self.note(f"{qid}: answer accepted, then its call stopped before it resumed")
+            elif ask.outcome == "refused" and not self.closed and ask.put:
+                self.fail("Q", f"ask {qid} raised RuntimeError: {ask.detail}")
+            if len(ok) > 1:
+                self.fail("Q", f"answer_question accepted {len(ok)} answers for {qid}")
+        for p in self.passes:
+            if p.tool == "answer_question" and p.closed and p.ok:
+                self.fail("Q", f"answer_question for {p.target}, already closed, succeeded")
+            if p.tool == "extend_task" and p.closed and p.ok:
+                self.fail("T", f"extend_task for {p.target}, not overdue, succeeded")
+
+    # -- overdue calls (invariant T) -------------------------------------------------------
+
+    def _arm_deadline(self, rec: CallRec) -> None:
+        assert rec.deadline is not None
+        target = rec.deadline
+        self.loop.call_at(target, self._deadline_due, rec, target)
+
+    def _deadline_due(self, rec: CallRec, target: float) -> None:
+        if rec.deadline == target:
+            self._flush_overdue()
+
+    def _flush_overdue(self) -> None:
+        """Calls whose deadline passed are overdue now: the engine queued an item."""
+        now = self.loop.time()
+        for rec in self.calls.values():
+            if (
+                rec.deadline_lo is None
+                or rec.ended is not None
+                or rec.overdue_open
+                or rec.deadline_lo > now + 1e-6
+            ):
+                continue
+            rec.overdue += 1
+            rec.overdue_open = True
+            idx = self.note(f"{rec.call_id} overdue ({rec.overdue})")
+            rec.items.append(Item(f"overdue_{rec.overdue}", idx, "when_idle"))
+            rec.unsent += 1
+            assert rec.deadline is not None
+            rec.window_lo = rec.deadline_lo + self.decision_window
+            limit = rec.deadline + self.decision_window + min(rec.hook_seconds, 6.0) + 1.0
+            self.loop.call_at(limit, self._window_due, rec, rec.overdue)
+
+    def _window_due(self, rec: CallRec, n: int) -> None:
+        if self.closed or rec.ended is not None or not rec.overdue_open or rec.overdue != n:
+            return
+        self.fail(
+            "T",
+            f"overdue call {rec.call_id} still runs {self.decision_window:g} s after its "
+            "deadline with no decision",
+        )
+
+    def _extended(self, p: PassRec) -> None:
+        rec = self.calls.get(p.target)
+        if rec is None or rec.deadline is None:
+            return
+        assert isinstance(p.value, (int, float))
+        now = self.loop.time()
+        rec.overdue_open = False
+        rec.deadline = now + p.value
+        rec.deadline_lo = p.decided_at + p.value
+        self._arm_deadline(rec)
+
+    def _check_overdue_end(self, rec: CallRec) -> None:
+        now = self.loop.time()
+        if not rec.overdue_open:
+            self.fail("T", f"{rec.call_id} (on_timeout=ask) timed out without being overdue")
+            return
+        if rec.window_lo is not None and now < rec.window_lo - 0.01:
+            self.fail(
+                "T",
+                f"{rec.call_id} (on_timeout=ask) timed out "
+                f"{rec.window_lo - now:.2f} s before its decision window passed",
+            )
+
+    # -- handoffs from results (invariant H) -----------------------------------------------
+
+    def handoff_entered(self, call_id: str, agent: Agent) -> None:
+        rec = self.calls.get(call_id)
+        self.note(f"{self.name(agent)} (returned by {call_id}) takes over")
+        if rec is None:
+            return
+        rec.entered += 1
+        if rec.entered > 1:
+            self.fail("H", f"the agent returned by {call_id} took over twice")
+            return
+        if not rec.acked:
+            return  # an inline result: livekit hands off itself
+        if not rec.deliveries or not rec.deliveries[-1][1]:
+            self.fail(
+                "H",
+                f"the agent returned by {call_id} took over although its origin "
+                f"{self.name(rec.origin)} was not current when the result was delivered",
+            )
+        self.check_result_pair(call_id, agent)
+
+    def check_result_pair(self, call_id: str, agent: Agent) -> None:
+        rid = f"{call_id}_result"
+        items = list(agent.chat_ctx.items)
+        calls = sum(1 for it in items if isinstance(it, llm.FunctionCall) and it.call_id == rid)
+        outs = sum(
+            1 for it in items if isinstance(it, llm.FunctionCallOutput) and it.call_id == rid
+        )
+        if (calls, outs) != (1, 1):
+            self.fail(
+                "H",
+                f"the agent returned by {call_id} holds {calls} call(s) and {outs} output(s) "
+                f"{rid} (expected one pair)",
+            )
+
     # -- the end --------------------------------------------------------------------------
 
     def release(self) -> None:
@@ -507,6 +846,7 @@ class Oracle:
         self._agents = list
         self._policy_of = self._result_delivery = str
         self._none_result = self._is_task = bool
+        self._overdue_timeout = self._job_end = lambda _x: None
         for rec in self.calls.values():
             rec.origin = None
         self.agent_names.clear()

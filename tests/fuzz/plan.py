@@ -20,7 +20,8 @@ _T = TypeVar("_T")
 
 Op = tuple[Any, ...]
 """One step of a job: ``("sleep", s)``, ``("update", delivery)``,
-``("follow_up", mode)``, ``("steer",)``."""
+``("follow_up", mode)``, ``("steer",)``, ``("ask", timeout)``: ``await ctx.ask(...)``
+(``timeout`` seconds or ``None``)."""
 
 Hook = tuple[str, float]
 """An ``on_cancel`` hook: ``("sync" | "async", seconds the async one takes)``."""
@@ -37,6 +38,11 @@ Part = tuple[Any, ...]
 - ``("transfer", agent_index)``: hand off by returning that agent from a tool
 - ``("task",)``: call ``collect_info``, which awaits an `AgentTask`
 - ``("finish",)``: complete the current `AgentTask` from its own tool
+- ``("answer", which)``: call ``answer_question`` for the open question put to the
+  caller last (``"open"``), a question already closed (``"stale"``), or an unknown id
+  (``"bogus"``)
+- ``("extend", action_index, part_index, seconds)``: call ``extend_task`` on the call id
+  that part of that action got most recently
 """
 
 Step = tuple[Any, ...]
@@ -72,6 +78,7 @@ class ToolDef:
     timeout: float | None = None
     on_handoff: str | None = None
     result_delivery: str = "when_idle"
+    on_timeout: str = "cancel"
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,9 @@ class Job:
     """What an async tool call does: ``ops`` in order, then ``end``.
 
     ``end``: ``"return"`` (a text result), ``"none"`` (returns ``None``),
-    ``"tool_error"`` (raises ``ToolError``), ``"error"`` (raises ``RuntimeError``).
+    ``"tool_error"`` (raises ``ToolError``), ``"error"`` (raises ``RuntimeError``),
+    ``"agent"`` (returns a new agent: the session is handed to it when the result is
+    delivered), ``"agent_output"`` (returns that agent and a text result).
     """
 
     ops: tuple[Op, ...] = ()
@@ -105,6 +114,19 @@ class Plan:
     jobs: tuple[Job, ...] = (Job(),)
     actions: tuple[tuple[Part, ...], ...] = ((("text",),),)
     steps: tuple[Step, ...] = ()
+    decision_window: float = 60.0
+    """``AsyncToolOptions.timeout_decision_window``."""
+    answer_delay: float | None = None
+    """Seconds after the LLM puts a question to the caller until the caller answers
+    (the LLM then calls ``answer_question``); ``None``: never by itself (only ``answer``
+    parts, and settling, answer)."""
+    overdue_choice: str = "wait"
+    """What the caller decides when asked whether to keep waiting for an overdue call:
+    ``"wait"`` (no decision), ``"extend"``, ``"cancel"``, ``"mixed"`` (either, seeded)."""
+    overdue_delay: float = 1.0
+    """Seconds after the overdue question until the caller decides."""
+    extend_seconds: float = 5.0
+    """Seconds each ``extend_task`` of the caller's decision adds."""
 
     def policy(self, tool_index: int) -> str:
         """The effective ``on_handoff`` policy of tool ``tool_index``."""
@@ -166,22 +188,26 @@ SLEEPS = (0.1, 0.5, 1.5, 4.0, 12.0)
 
 def _tool_def(d: Draw) -> ToolDef:
     on_duplicate = d.choice(("reject", "allow", "replace", "confirm"))
+    timeout = d.choice((None, 2.0, 9.0))
     return ToolDef(
         ack_after=d.choice((1.0, None, 0.2, 3.0)),
         cancellable=on_duplicate == "replace" or d.flag(0.6),
         on_duplicate=on_duplicate,
         duplicate_scope=d.choice(("name_and_args", "name")),
-        timeout=d.choice((None, 2.0, 9.0)),
+        timeout=timeout,
         on_handoff=d.choice((None, "forward", "hold", "cancel")),
         result_delivery=d.choice(("when_idle", "interrupt", "silent")),
+        on_timeout="ask" if timeout is not None and d.flag(0.4) else "cancel",
     )
 
 
 def _job(d: Draw) -> Job:
     ops: list[Op] = []
     for _ in range(d.int(0, 5)):
-        kind = d.choice(("sleep", "update", "sleep", "update", "follow_up", "steer"))
-        if kind == "sleep":
+        kind = d.choice(("sleep", "update", "sleep", "update", "follow_up", "steer", "ask"))
+        if kind == "ask":
+            ops.append(("ask", d.choice((None, 3.0, 15.0))))
+        elif kind == "sleep":
             ops.append(("sleep", d.choice(SLEEPS)))
         elif kind == "update":
             ops.append(("update", d.choice(DELIVERIES)))
@@ -190,6 +216,8 @@ def _job(d: Draw) -> Job:
         else:
             ops.append(("steer",))
     end = d.choice(("return", "none", "tool_error", "error", "return"))
+    if d.flag(0.1):
+        end = d.choice(("agent_output", "agent"))
     hooks = tuple(
         (d.choice(("sync", "async")), d.choice((0.0, 0.5, 3.0))) for _ in range(d.int(0, 2))
     )
@@ -198,7 +226,10 @@ def _job(d: Draw) -> Job:
 
 def _part(d: Draw, n_tools: int, n_jobs: int, n_agents: int, action: int) -> Part:
     kind = d.choice(
-        ("tool", "tool", "text", "block", "cancel", "tool", "transfer", "task", "finish", "list")
+        (
+            *("tool", "tool", "text", "block", "cancel", "tool", "transfer", "task", "finish"),
+            *("list", "answer", "extend"),
+        )
     )
     if kind == "tool":
         return ("tool", d.int(0, n_tools - 1), d.int(0, n_jobs - 1), d.flag(0.3), d.flag(0.3))
@@ -208,6 +239,10 @@ def _part(d: Draw, n_tools: int, n_jobs: int, n_agents: int, action: int) -> Par
         return ("cancel", d.int(0, max(action - 1, 0)), d.int(0, 2))
     if kind == "transfer":
         return ("transfer", d.int(0, n_agents - 1))
+    if kind == "answer":
+        return ("answer", d.choice(("open", "stale", "bogus")))
+    if kind == "extend":
+        return ("extend", d.int(0, max(action - 1, 0)), d.int(0, 2), d.choice((5.0, 0.5, 30.0)))
     return (kind,)
 
 
@@ -299,6 +334,11 @@ def draw_plan(d: Draw) -> Plan:
     if d.flag(0.15):
         steps.append((d.int(0, 350) / 10, "close"))
     steps.sort(key=lambda s: s[0])
+    decision_window = d.choice((60.0, 5.0, 20.0))
+    answer_delay = d.choice((0.5, None, 3.0, 15.0, 0.0))
+    overdue_choice = d.choice(("extend", "cancel", "wait", "mixed"))
+    overdue_delay = d.choice((1.0, 0.0, 4.0))
+    extend_seconds = d.choice((5.0, 1.0, 30.0))
     return Plan(
         seed=seed,
         settle_delay=settle_delay,
@@ -314,6 +354,11 @@ def draw_plan(d: Draw) -> Plan:
         jobs=jobs,
         actions=actions,
         steps=tuple(steps),
+        decision_window=decision_window,
+        answer_delay=answer_delay,
+        overdue_choice=overdue_choice,
+        overdue_delay=overdue_delay,
+        extend_seconds=extend_seconds,
     )
 
 

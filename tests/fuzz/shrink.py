@@ -18,7 +18,9 @@ from .harness import Outcome, run_plan
 from .oracle import Violation
 from .plan import Job, Plan, ToolDef
 
-_IDS = re.compile(r"\b(c\d+|speech_[0-9a-f]+|follow_up_\d+|[AT]\d+|\d+(\.\d+)?)\b")
+_IDS = re.compile(
+    r"\b(c\d+(_question_\d+|_overdue_\d+)?|speech_[0-9a-f]+|follow_up_\d+|[ATR]\d+|\d+(\.\d+)?)\b"
+)
 
 
 def signature(v: Violation) -> str:
@@ -60,6 +62,10 @@ def _candidates(plan: Plan) -> Iterator[Plan]:
             yield rep(plan, jobs=_replace_at(plan.jobs, j, rep(job, ops=_drop_at(job.ops, o))))
         for h in reversed(range(len(job.hooks))):
             yield rep(plan, jobs=_replace_at(plan.jobs, j, rep(job, hooks=_drop_at(job.hooks, h))))
+        for o, op in enumerate(job.ops):
+            if op[0] == "ask" and op[1] is not None:
+                untimed = rep(job, ops=_replace_at(job.ops, o, ("ask", None)))
+                yield rep(plan, jobs=_replace_at(plan.jobs, j, untimed))
         if job.end != "return":
             yield rep(plan, jobs=_replace_at(plan.jobs, j, rep(job, end="return")))
         for o, op in enumerate(job.ops):
@@ -84,6 +90,8 @@ def _candidates(plan: Plan) -> Iterator[Plan]:
             except (TypeError, ValueError):
                 continue
             if simpler.on_duplicate == "replace" and not simpler.cancellable:
+                continue
+            if simpler.on_timeout == "ask" and simpler.timeout is None:
                 continue
             yield rep(plan, tools=_replace_at(plan.tools, t, simpler))
     # step times earlier (rounded)
