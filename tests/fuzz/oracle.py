@@ -194,6 +194,7 @@ class Oracle:
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
         self.log: list[str] = []
+        self._tick_time, self._tick_start = -1.0, 0  # the first log entry of this instant
         self.violations: list[Violation] = []
         self.calls: dict[str, CallRec] = {}
         self.handles: dict[str, HandleRec] = {}
@@ -225,7 +226,10 @@ class Oracle:
     # -- bookkeeping ----------------------------------------------------------------------
 
     def note(self, text: str) -> int:
-        self.log.append(f"{self.loop.time() - self.t0:8.3f} {text}")
+        now = self.loop.time()
+        if now != self._tick_time:
+            self._tick_time, self._tick_start = now, len(self.log)
+        self.log.append(f"{now - self.t0:8.3f} {text}")
         return len(self.log) - 1
 
     def fail(self, invariant: str, message: str) -> None:
@@ -759,8 +763,10 @@ class Oracle:
                 continue
             rec.overdue += 1
             rec.overdue_open = True
-            idx = self.note(f"{rec.call_id} overdue ({rec.overdue})")
-            rec.items.append(Item(f"overdue_{rec.overdue}", idx, "when_idle"))
+            self.note(f"{rec.call_id} overdue ({rec.overdue})")
+            # the engine's timer fired first at this instant: its item (and a reply event
+            # for it, e.g. dropped at close) may precede this note
+            rec.items.append(Item(f"overdue_{rec.overdue}", self._tick_start - 1, "when_idle"))
             rec.unsent += 1
             assert rec.deadline is not None
             rec.window_lo = rec.deadline_lo + self.decision_window
