@@ -7,30 +7,52 @@
 PYTHON ?= python3
 LIVEKIT_AGENTS ?=
 
+# bash with pipefail: a failing command piped into a progress filter still fails the target
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
 ifeq ($(LIVEKIT_AGENTS),)
 VENV ?= .venv
 EXTRAS := dev
 LIVEKIT_PIN :=
+INSTALL_SIZE := about 125 packages, 930 MB (livekit-agents, onnxruntime, piper, pocketsphinx, matplotlib, mkdocs, mypy...)
 else
 VENV ?= .venv-lk-$(LIVEKIT_AGENTS)
 EXTRAS := test
 # livekit-agents 1.4.x imports httpx, which its openai dependency no longer brings
 LIVEKIT_PIN := livekit-agents==$(LIVEKIT_AGENTS) httpx
+INSTALL_SIZE := about 80 packages, 360 MB
 endif
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit docs bench fuzz clean
+.PHONY: demo test lint typecheck unit docs docs-serve bench fuzz clean
+
+# pip's own output is long (a line or two per package): PIP_PROGRESS condenses it to the
+# downloads of 1 MB or more, a count while resolving, and the install step; anything else
+# (warnings, errors) passes through, but for the warning about an index location that does
+# not exist (some machines' pip configuration names local indexes).
+PIP_PROGRESS := awk '\
+	/^(Collecting|Processing) / { n++; if (n % 25 == 0) { printf "  resolved %d packages...\n", n; fflush() }; next } \
+	/^ *Downloading .* MB\)$$/ { split($$2, f, "-"); printf "  downloading %s %s (%s MB)\n", f[1], f[2], substr($$3, 2); fflush(); next } \
+	/^Installing collected packages: / { printf "  installing %d packages (the longest step)...\n", split(substr($$0, 32), p, ", "); fflush(); next } \
+	/^Successfully installed / { printf "  installed %d packages\n", NF - 2; fflush(); next } \
+	/^WARNING: Location .* is ignored: it is neither a file nor a directory/ { next } \
+	/^ *(Looking in|Requirement already satisfied|Obtaining|Downloading|Using cached|Installing build|Checking if|Getting requirements|Preparing|Building|Created wheel|Stored in|Attempting uninstall|Found existing|Uninstalling|Successfully uninstalled)/ { next } \
+	{ print; fflush() }'
 
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	grep -v '^livekit-' constraints.txt > $(VENV)/constraints.txt
-	$(BIN)/python -m pip install --quiet \
+	@echo "==> Setting up $(VENV) (first run only): livekit-async-tools[$(EXTRAS)] $(LIVEKIT_PIN)"
+	@echo "    $(INSTALL_SIZE); 1-3 minutes on a fast connection."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@grep -v '^livekit-' constraints.txt > $(VENV)/constraints.txt
+	@PYTHONUNBUFFERED=1 $(BIN)/python -m pip install --progress-bar off \
 		-c $(if $(LIVEKIT_AGENTS),$(VENV)/constraints.txt,constraints.txt) \
-		-e '.[$(EXTRAS)]' $(LIVEKIT_PIN)
-	touch $(STAMP)
+		-e '.[$(EXTRAS)]' $(LIVEKIT_PIN) 2>&1 | $(PIP_PROGRESS)
+	@touch $(STAMP)
+	@echo "==> $(VENV) is ready ($$(du -sh $(VENV) | cut -f1))."
 
 demo: $(STAMP)
 	$(BIN)/python examples/voice_call.py
@@ -48,6 +70,12 @@ unit: $(STAMP)
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# Build the site and serve it at http://localhost:$(DOCS_PORT) (Ctrl-C stops it).
+DOCS_PORT ?= 8000
+docs-serve: docs
+	@echo "Serving site/ at http://localhost:$(DOCS_PORT) (Ctrl-C to stop)"
+	$(BIN)/python -m http.server --directory site $(DOCS_PORT)
 
 ifeq ($(LIVEKIT_AGENTS),)
 test: lint typecheck docs unit
