@@ -1,8 +1,9 @@
-"""Every offline example runs; the real-provider example's tools run offline."""
+"""Every offline example runs; the real-provider examples' agents run offline."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 import basic
 import cancellation
 import handoff
-from livekit.agents import AgentSession
+from livekit.agents import AgentServer, AgentSession, JobContext
 
 from livekit_async_tools import AsyncToolOptions, attach
 from livekit_async_tools.testing import ScriptedLLM, ToolCall, mock_tools
+
+from .conftest import Recorder, keyword_brain, spoken
 
 
 async def test_basic_example() -> None:
@@ -71,3 +74,30 @@ async def test_flight_agent_tools_offline() -> None:
         released.set()
         await runtime.settle(timeout=10)
     assert llm.remaining == 0
+
+
+@pytest.mark.looptime
+async def test_quickstart_agent_runs_a_background_call() -> None:
+    """examples/quickstart.py (the README's and the docs' quickstart) imports in livekit's
+    server shape, and its agent runs a background call through a real AgentSession:
+    acknowledged at once, the result spoken after the slow call returns."""
+    pytest.importorskip("livekit.plugins.openai", reason="needs the examples extra")
+    pytest.importorskip("livekit.plugins.silero", reason="needs the examples extra")
+    import quickstart
+
+    assert isinstance(quickstart.server, AgentServer)
+    (param,) = inspect.signature(quickstart.entrypoint).parameters.values()
+    assert param.annotation in (JobContext, "JobContext")
+
+    llm = ScriptedLLM(keyword_brain({"flight": ToolCall("search_flights", {"city": "Boston"})}))
+    session: AgentSession[Any] = AgentSession(llm=llm)
+    runtime = attach(session)  # as the quickstart's entrypoint does, with the default options
+    rec = Recorder(runtime)
+    async with session:
+        await session.start(quickstart.TravelAgent())
+        result = await session.run(user_input="Any flights to Boston?")
+        result.expect.next_event().is_function_call(name="search_flights")
+        assert spoken(session) == ["One moment."]  # acknowledged while the search runs
+        await runtime.settle(timeout=60)  # the tool's 10 s, in virtual time
+    assert [e.status for e in rec.of("task_ended")] == ["succeeded"]
+    assert spoken(session)[-1] == "Result: 3 flights to Boston, the cheapest 189 dollars"
