@@ -108,6 +108,12 @@ class Core:
         call = self.calls.get(call_id)
         if call is None:
             raise llm.ToolError(self.options.cancel_unknown_template.format(call_id=call_id))
+        if call.state == "stopping":  # cancelled or timed out: its hooks are running
+            raise llm.ToolError(
+                self.options.extend_refused_template.format(
+                    tool_name=call.tool_name, call_id=call_id
+                )
+            )
         call.deadline.extend(seconds)
         return self.options.extend_done_template.format(
             tool_name=call.tool_name, call_id=call_id, seconds=seconds

@@ -53,11 +53,14 @@ class Deadline:
             self._set(self._spec.timeout)
 
     def disarm(self) -> None:
-        """The call ended: no timer, no open decision."""
+        """The call ended: no timer, no open decision (its question is withdrawn)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self.overdue = False
+        if self._item is not None:
+            self._sink.withdraw([self._item], "question_closed")
+            self._item = None
 
     def extend(self, seconds: float) -> None:
         """Give an overdue call ``seconds`` more.
@@ -97,7 +100,7 @@ class Deadline:
             opts = self._services.options
             self._item = self._sink.add(
                 self._identity,
-                kind="update",
+                kind="question",
                 suffix=f"overdue_{self._asked}",
                 output=opts.overdue_template.format(
                     tool_name=self._identity.tool_name,
@@ -110,6 +113,7 @@ class Deadline:
             self._set(opts.timeout_decision_window)
             self._services.changed()
             return
+        self.disarm()  # no decision left to make: the call is being stopped
         if self._stop():
             logger.warning(
                 "async tool timed out",

@@ -76,7 +76,7 @@ class Pending:
         self,
         call: CallIdentity,
         *,
-        kind: Literal["update", "final"],
+        kind: Literal["update", "final", "question"],
         suffix: str,
         output: str,
         is_error: bool,
@@ -114,7 +114,7 @@ class Pending:
             if delivery != "silent":
                 self._report([item], "dropped", reason="session_closed")
             return None
-        if delivery != "silent" or kind == "final":
+        if kind != "question" and (delivery != "silent" or kind == "final"):
             previous = self._latest.pop(call.call_id, None)
             if delivery != "silent":
                 self._latest[call.call_id] = item
@@ -228,8 +228,12 @@ class Pending:
     # -- removing ----------------------------------------------------------------------
 
     def superseded(self, item: PendingItem) -> bool:
-        """True if a newer item of ``item``'s call exists (follow-ups never are)."""
-        return item.kind != "follow_up" and self._latest.get(item.call_id) is not item
+        """True if a newer item of ``item``'s call exists (follow-ups and questions
+        never are: their owners withdraw them)."""
+        return (
+            item.kind not in ("follow_up", "question")
+            and self._latest.get(item.call_id) is not item
+        )
 
     def remove(self, items: list[PendingItem]) -> None:
         gone = set(map(id, items))

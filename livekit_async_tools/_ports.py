@@ -40,7 +40,10 @@ CancelCallback = Callable[[], "Awaitable[None] | None"]
 """A cleanup hook for `AsyncRunContext.on_cancel`: sync, or returning an awaitable."""
 
 
-ItemKind: TypeAlias = Literal["update", "final", "follow_up"]
+ItemKind: TypeAlias = Literal["update", "final", "question", "follow_up"]
+"""``question``: an item that waits for the caller's decision (`AsyncRunContext.ask`, an
+overdue call); it neither supersedes a call's progress nor is superseded by it, and its
+owner withdraws it once the decision is made."""
 
 
 @dataclass(eq=False)
@@ -87,7 +90,7 @@ class ItemSink(Protocol):
         self,
         call: CallIdentity,
         *,
-        kind: Literal["update", "final"],
+        kind: Literal["update", "final", "question"],
         suffix: str,
         output: str,
         is_error: bool,

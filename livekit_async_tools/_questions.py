@@ -99,7 +99,7 @@ class Questions:
         opts = self._services.options
         q.item = self._pending.add(
             q.call,
-            kind="update",
+            kind="question",
             suffix=q.suffix,
             output=opts.ask_template.format(
                 tool_name=q.call.tool_name,

@@ -263,6 +263,8 @@ class DeliveryQueue:
             self.pending.remove(speak)
             self._finish(speak, "delivered")
         if new is not None:
+            for p in speak:  # made once: a re-delivery after a cut only speaks
+                p.handoff = None
             self._session.update_agent(new)
 
     def _issued(self, target: Agent, speak: list[PendingItem], handle: SpeechHandle) -> None:

@@ -90,8 +90,9 @@ class ReplyUpdated:
         reason: Why, for ``dropped`` (``session_closed``, ``origin_closed``,
             ``max_redeliveries``, ``reply_failed``, ``context_update_failed``) and
             ``skipped`` (``superseded``, ``empty``, ``question_closed``: a question
-            of `AsyncRunContext.ask` was answered, expired or its call stopped before
-            it was asked).
+            of `AsyncRunContext.ask` or of an overdue call was answered, expired or its
+            call stopped before it was asked; ``extended``: the LLM extended an overdue
+            call before its question was asked).
         speech_id: The id of the reply's speech handle, once there is one.
     """
 
