@@ -1,12 +1,10 @@
 """Fuzzer findings about the newer features (``ctx.ask``, ``on_timeout="ask"``, a
 handoff from a call's result), each a minimized plan (tests/fuzz) that replays
-deterministically. A test marked ``xfail(strict=True)`` pins a package bug not fixed
-yet: it starts passing (and so fails here) once the engine is fixed; then drop the
-mark."""
+deterministically. Each pinned a package bug (as ``xfail(strict=True)``) until the
+engine was fixed; the mechanism is in its docstring. A new, unfixed finding goes in
+as ``xfail(strict=True, reason=<mechanism>)``."""
 
 from __future__ import annotations
-
-import pytest
 
 from livekit_async_tools.testing._fake_voice import FAKE_VOICE_SUPPORTED
 
@@ -18,18 +16,11 @@ def violations(outcome: Outcome, invariant: str) -> list[str]:
     return [v.message for v in outcome.violations if v.invariant == invariant]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Deadline._expired queues the overdue item with Pending.add(kind='update'), which "
-        "supersedes the call's latest pending item: the question ctx.ask put (Questions._next)"
-        " is reported skipped(superseded) and never spoken, yet Questions keeps it as the "
-        "asked question; after extend_task the call waits forever for an answer to a "
-        "question the caller never heard, and every later question of the session queues "
-        "behind it"
-    ),
-)
 def test_an_overdue_question_does_not_supersede_an_unspoken_ask() -> None:
+    """Was: Deadline._expired queued the overdue item as a progress update, which
+    superseded the call's unspoken question (skipped(superseded)) while Questions kept
+    it as asked: after extend_task the call waited forever for an answer nobody was
+    asked for, and every later question of the session queued behind it."""
     # the call asks at once, its question cannot be spoken before the 2 s deadline; the
     # caller keeps waiting (extend)
     plan = Plan(
@@ -47,17 +38,10 @@ def test_an_overdue_question_does_not_supersede_an_unspoken_ask() -> None:
     assert not outcome.violations, outcome.report()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "DeliveryQueue._speak calls session.update_agent(new) right after generate_reply but "
-        "leaves PendingItem.handoff set; the reply is cut off by the caller, its items are "
-        "re-queued for re-delivery with the handoff still on them, and when the origin is "
-        "current again (the returned agent transferred back) the re-delivery's _speak hands "
-        "off to the same returned agent a second time"
-    ),
-)
 def test_a_redelivered_handing_off_result_does_not_hand_off_again() -> None:
+    """Was: DeliveryQueue._speak called update_agent(new) after generate_reply but left
+    the item's handoff set; a cut-off reply's items were re-queued with it, and once the
+    origin was current again the re-delivery handed off to the same agent again."""
     if FAKE_VOICE_SUPPORTED:
         # the caller cuts off the reply carrying two handing-off results; the returned
         # agent transfers back to the origin, which re-delivers them
@@ -92,3 +76,32 @@ def test_a_redelivered_handing_off_result_does_not_hand_off_again() -> None:
     outcome = run_plan(plan)
     assert not violations(outcome, "H"), outcome.report()
     assert not outcome.violations, outcome.report()
+
+
+def test_extend_task_is_refused_while_the_overdue_call_is_being_stopped() -> None:
+    """Was: Deadline kept overdue=True and its timer while the call was stopping (the
+    decision window over, its on_cancel hooks running): Deadline.extend accepted the
+    caller's extend_task, re-armed the timer, and its _expired asked the caller again
+    about a call that then ended timed_out anyway."""
+    plan = Plan(
+        llm_delay=0.5,
+        word_time=0.3,
+        tools=(ToolDef(), ToolDef(timeout=9.0, on_timeout="ask")),
+        jobs=(Job(ops=(("ask", None),), hooks=(("async", 3.0),)),),
+        actions=(
+            (("cancel", 0, 2),),
+            (("text",),),
+            (("finish",),),
+            (("text",),),
+            (("list",),),
+            (("tool", 0, 0, False, False),),
+            (("tool", 1, 0, False, False), ("task",)),
+        ),
+        steps=((18.0, "barge", 6),),
+        decision_window=5.0,
+        overdue_choice="extend",
+        overdue_delay=4.0,
+        extend_seconds=1.0,
+    )
+    outcome = run_plan(plan)
+    assert not violations(outcome, "T"), outcome.report()

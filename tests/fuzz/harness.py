@@ -260,7 +260,7 @@ class Harness:
         self.app_switching: set[int] = set()  # returned agents the app itself hands to
         self.named: set[str] = set()  # question / overdue items some reply named
         self.answers = 0
-        self.settle_answered: set[str] = set()
+        self.settle_answered: list[str] = []
         self.last_takeover_at = -1.0
 
     # -- helpers ------------------------------------------------------------------------
@@ -697,12 +697,24 @@ class Harness:
     # -- settling ---------------------------------------------------------------------------
 
     def answer_open(self) -> bool:
-        """The caller answers the question they were asked last, once, while settling
-        (a call waiting for an answer nobody gives would never settle)."""
+        """The caller answers the question they were asked last while settling (a call
+        waiting for an answer nobody gives would never settle); up to 3 times, if an
+        answer was cut off before the LLM's tool call ran."""
         ask = self.oracle.open_question()
-        if ask is None or ask.question_id in self.settle_answered:
+        if ask is None or self.settle_answered.count(ask.question_id) >= 3:
             return False
-        self.settle_answered.add(ask.question_id)
+        tried = [
+            p
+            for p in self.oracle.passes
+            if p.tool == "answer_question" and p.target == ask.question_id
+        ]
+        now = asyncio.get_running_loop().time()
+        if any(p.ok is None and now - p.decided_at < 5.0 for p in tried) or any(
+            p.ok for p in tried
+        ):
+            return False  # the last answer is on its way
+        # again if the caller's answer was cut off before the LLM's tool call ran
+        self.settle_answered.append(ask.question_id)
         self.note(f"settling: the caller answers {ask.question_id}")
         self.user_turn(f"a:{ask.question_id}", run=False)
         return True

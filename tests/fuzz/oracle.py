@@ -788,9 +788,15 @@ class Oracle:
             return
         assert isinstance(p.value, (int, float))
         now = self.loop.time()
+        if any(t.call_id == p.target and t.state == "stopping" for t in self.runtime.tasks):
+            self.fail("T", f"extend_task accepted for {p.target} while it is being stopped")
+            rec.deadline = rec.deadline_lo = None  # it ends as stopped: nothing to time
+            return
         rec.overdue_open = False
         rec.deadline = now + p.value
-        rec.deadline_lo = p.decided_at + p.value
+        # the tool ran just before its event, unless other tools of the same response
+        # ran after it (then only the LLM's decision bounds it)
+        rec.deadline_lo = (p.decided_at if p.shared else now) + p.value
         self._arm_deadline(rec)
 
     def _check_overdue_end(self, rec: CallRec) -> None:
