@@ -16,8 +16,10 @@ What happens:
   5. the hotel result arrives while the caller is mid-sentence and waits until the
      caller has finished and been answered.
 
-Outputs in ``demo-output/``: ``call.wav`` (caller left, agent right),
-``timeline.png`` and ``transcript.txt``. Run with ``make demo`` or
+While it runs it prints both sides of the call (each line with the call second it
+started) and the background calls starting and ending. Outputs in ``demo-output/``:
+``call.wav`` (caller left, agent right), ``timeline.png`` and ``transcript.txt`` (the
+same lines plus what STT heard and each delivery step). Run with ``make demo`` or
 ``python examples/voice_call.py [--speed X | --realtime]``.
 """
 
@@ -33,9 +35,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from livekit.agents import Agent, AgentSession, AgentTask, llm
+from livekit.agents import Agent, AgentSession, AgentTask, ConversationItemAddedEvent, llm
 
-from livekit_async_tools import AsyncRunContext, AsyncToolOptions, attach, function_tool
+from livekit_async_tools import (
+    AsyncRunContext,
+    AsyncToolOptions,
+    AsyncToolRuntime,
+    ReplyUpdated,
+    TaskEnded,
+    TaskStarted,
+    attach,
+    function_tool,
+)
 from livekit_async_tools.testing import LLMRequest, Reply, ScriptedLLM, ToolCall
 from livekit_async_tools.testing.audio import (
     CallClock,
@@ -151,6 +162,64 @@ def spoken_email(heard: str) -> str | None:
     return f"{m[1]}@{m[2]}.{m[3]}" if m else None
 
 
+class LiveTranscript:
+    """Prints the call as it happens, in the transcript's format: the caller's lines
+    when they start, the agent's when they have been spoken (with the call second they
+    started), background calls starting and ending, and each deferred reply scheduled."""
+
+    def __init__(
+        self,
+        session: AgentSession[Any],
+        runtime: AsyncToolRuntime,
+        caller: ScriptedCaller,
+        speaker: RecordingSpeaker,
+        out: Callable[[str], None],
+    ) -> None:
+        self._clock = caller.clock
+        self._speaker = speaker
+        self._out = out
+        caller.on_speech_start.append(lambda seg: self.line(seg.start, "caller", seg.text))
+        session.on("conversation_item_added", self._on_item)
+        runtime.on("task_started", self._on_started)
+        runtime.on("task_ended", self._on_ended)
+        runtime.on("reply_updated", self._on_reply)
+
+    def line(self, t: float, who: str, text: str) -> None:
+        self._out(f"{t:7.2f}s  {who:<14} {text}")
+
+    def note(self, text: str) -> None:
+        """A narrator's line: what is going on that nobody says."""
+        self.line(self._clock.now(), "", f"({text})")
+
+    def _on_item(self, ev: ConversationItemAddedEvent) -> None:
+        item = ev.item
+        if not isinstance(item, llm.ChatMessage) or item.role != "assistant":
+            return
+        text = item.text_content or ""
+        if not text:
+            return
+        # the speaker segment this message was spoken in (the latest with its text or none)
+        seg = next(
+            (s for s in reversed(self._speaker.segments) if s.text in ("", text)),
+            None,
+        )
+        start = seg.start if seg is not None else self._clock.now()
+        who = seg.who if seg is not None else "agent"
+        cut = "  [cut off]" if item.interrupted else ""
+        self.line(start, who, text + cut)
+
+    def _on_started(self, ev: TaskStarted) -> None:
+        args = ", ".join(f"{k}={v!r}" for k, v in ev.arguments.items())
+        self.line(self._clock.now(), "  [tool]", f"{ev.call_id} {ev.tool_name}({args}) started")
+
+    def _on_ended(self, ev: TaskEnded) -> None:
+        self.line(self._clock.now(), "  [tool]", f"{ev.call_id} ended: {ev.status}")
+
+    def _on_reply(self, ev: ReplyUpdated) -> None:
+        if ev.status == "scheduled":
+            self.line(self._clock.now(), "  [delivery]", f"{','.join(ev.call_ids)} reply scheduled")
+
+
 @dataclass
 class CallResult:
     """What a finished call recorded."""
@@ -170,8 +239,8 @@ async def run_call(
     out_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> CallResult:
-    """Run the scripted phone call and return its recording."""
-    say = progress or (lambda _line: None)
+    """Run the scripted phone call and return its recording; ``progress`` receives the
+    live transcript, a line at a time."""
     wall0 = time.monotonic()
     clock = CallClock(speed=speed)
     caller = ScriptedCaller(clock)
@@ -181,6 +250,7 @@ async def run_call(
     session.output.audio = speaker
     runtime = attach(session, AsyncToolOptions(settle_delay=0.3))
     recorder = CallRecorder(session, runtime, caller, speaker)
+    live = LiveTranscript(session, runtime, caller, speaker, progress or (lambda _line: None))
     agent = TravelAgent(clock)
 
     until = recorder.wait_until
@@ -209,19 +279,11 @@ async def run_call(
             None,
         )
 
-    async def line(text: str) -> None:
-        say(f"{clock.now():6.1f}s  caller: {text}")
-        await caller.say(text)
-
-    async def request(lines: list[str], done: Callable[[], bool]) -> None:
-        say(f"{clock.now():6.1f}s  caller: {lines[0]}")
-        await recorder.ask(lines, done)
-
     async with session:
         await session.start(agent)
         clock.start()
         await clock.sleep(0.5)
-        await request(
+        await recorder.ask(
             [
                 "Hi, can you find me a flight to Boston on Friday?",
                 "Sorry, I need a flight to Boston on Friday.",
@@ -229,7 +291,7 @@ async def run_call(
             lambda: started("search_flights") is not None,
         )
         flights = started("search_flights") or ""
-        await request(
+        await recorder.ask(
             [
                 "Could you also find a hotel in the old town?",
                 "I said, please find a hotel in the old town.",
@@ -237,17 +299,17 @@ async def run_call(
             lambda: started("search_hotels") is not None,
         )
         hotels = started("search_hotels") or ""
-        await request(
+        await recorder.ask(
             ["I would like to book that flight.", "Please, I would like to book that flight."],
             lambda: isinstance(session.current_agent, CollectEmail),
         )
         task_seen.append(True)
-        say(f"{clock.now():6.1f}s  (the caller looks for their email address...)")
+        live.note("the caller looks for their email address...")
         agent.flights_ready.set()
         await until(lambda: recorder.task_span(flights)[1] is not None)
-        say(f"{clock.now():6.1f}s  flight search finished: it waits, the email task has the floor")
+        live.note("the flight result waits: the email task has the floor")
         await clock.sleep(2.0)
-        await request(
+        await recorder.ask(
             [
                 "My email address is john at example dot com.",
                 "It is john, at, example, dot com.",
@@ -262,7 +324,7 @@ async def run_call(
         def release_hotels(_seg: object) -> None:
             async def later() -> None:
                 await clock.sleep(1.5)
-                say(f"{clock.now():6.1f}s  hotel search finished while the caller is talking")
+                live.note("the hotel search returns while the caller is talking")
                 agent.hotel_ready.set()
 
             task = asyncio.ensure_future(later())
@@ -270,10 +332,10 @@ async def run_call(
 
         tasks: list[asyncio.Future[None]] = []
         caller.on_speech_start.append(release_hotels)
-        await line(
+        await caller.say(
             "One more thing, I would like to sit by the window, and I would like a vegetarian meal."
         )
-        caller.on_speech_start.clear()
+        caller.on_speech_start.remove(release_hotels)
         await until(lambda: delivered(hotels))
         await until(quiet)
         await clock.sleep(1.0)
@@ -315,12 +377,11 @@ def main() -> None:
     speed = 1.0 if args.realtime else args.speed
     logging.basicConfig(level=logging.ERROR)
     print(f"Offline voice call at {speed:g}x (loading local STT/TTS/VAD models)...", flush=True)
+    print("Call seconds, who, what (agent lines appear once spoken):\n", flush=True)
     result = asyncio.run(run_call(speed, out_dir=args.out, progress=lambda s: print(s, flush=True)))
-    print("\nTranscript (call seconds):\n")
-    print("\n".join(result.recorder.transcript_lines()))
     print(
-        f"\nWrote {args.out}/call.wav, {args.out}/timeline.png, {args.out}/transcript.txt "
-        f"({result.wall_seconds:.0f} s wall time)."
+        f"\nWrote {args.out}/call.wav (caller left, agent right), {args.out}/timeline.png and "
+        f"{args.out}/transcript.txt (also what STT heard) in {result.wall_seconds:.0f} s."
     )
 
 

@@ -14,6 +14,8 @@ from livekit_async_tools.testing import LLMRequest, ScriptedLLM
 
 FAST = AsyncToolOptions(settle_delay=0.05)
 
+pytest_plugins = ["tests.slow_progress"]  # a progress line for each test slower than 5 s
+
 
 @pytest.fixture(autouse=True)
 async def no_leaked_tasks() -> AsyncIterator[None]:

@@ -101,3 +101,46 @@ async def test_quickstart_agent_runs_a_background_call() -> None:
         await runtime.settle(timeout=60)  # the tool's 10 s, in virtual time
     assert [e.status for e in rec.of("task_ended")] == ["succeeded"]
     assert spoken(session)[-1] == "Result: 3 flights to Boston, the cheapest 189 dollars"
+
+
+async def test_voice_call_prints_both_sides_as_they_happen() -> None:
+    """`make demo`'s live transcript: the caller's and the agent's lines, the background
+    call and its delivery, in order (a text-mode session with the demo's own agent and
+    scripted LLM; tests/test_audio_call.py runs the real audio call)."""
+    pytest.importorskip("numpy", reason="needs the audio extra")
+    import voice_call
+
+    from livekit_async_tools.testing.audio import (
+        CallClock,
+        RecordingSpeaker,
+        ScriptedCaller,
+        Segment,
+    )
+
+    lines: list[str] = []
+    clock = CallClock()
+    caller = ScriptedCaller(clock)
+    session: AgentSession[Any] = AgentSession(llm=ScriptedLLM(voice_call.decide))
+    runtime = attach(session, AsyncToolOptions(settle_delay=0.05))
+    voice_call.LiveTranscript(session, runtime, caller, RecordingSpeaker(clock), lines.append)
+    agent = voice_call.TravelAgent(clock)
+    async with session:
+        await session.start(agent)
+        clock.start()
+        for started in caller.on_speech_start:  # as the caller's microphone does
+            started(Segment(start=0.5, text="A flight to Boston on Friday?", who="caller"))
+        await session.run(user_input="a flight to boston on friday")
+        agent.flights_ready.set()
+        await runtime.settle(timeout=10)
+    said = [line.split("s  ", 1)[1].split() for line in lines]
+    assert [(words[0], words[1]) for words in said] == [
+        ("caller", "A"),
+        ("[tool]", "call_1"),
+        ("agent", "I'm"),
+        ("[tool]", "call_1"),
+        ("[delivery]", "call_1"),
+        ("agent", "Good"),
+    ], lines
+    assert "search_flights(city='Boston') started" in lines[1]
+    assert lines[3].endswith("call_1 ended: succeeded")
+    assert "Good news: I found 3 flights to Boston" in lines[5]
