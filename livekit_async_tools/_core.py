@@ -27,6 +27,7 @@ from .events import ReplyUpdated, TaskEnded, TaskInfo, TaskStarted, TaskStatus, 
 from .gate import Gate
 from .options import AsyncToolOptions
 from .steering import Steering
+from .tracing import SpanObserver
 
 __all__ = ["EVENTS", "Core"]
 
@@ -81,6 +82,7 @@ class Core:
         ]
         for name, handler in self._session_handlers:
             session.on(name, handler)  # type: ignore[arg-type]
+        self._spans = SpanObserver(self.listeners, session, self.delivery.pending)
 
     # -- SessionControl (the control tools) ----------------------------------------------
 

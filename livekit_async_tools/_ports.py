@@ -46,6 +46,13 @@ overdue call); it neither supersedes a call's progress nor is superseded by it, 
 owner withdraws it once the decision is made."""
 
 
+def _loop_time() -> float | None:
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:  # queued outside a running loop
+        return None
+
+
 @dataclass(eq=False)
 class PendingItem:
     """Something to be spoken: a call's update or result (a function_call +
@@ -69,6 +76,10 @@ class PendingItem:
     recording: asyncio.Task[None] | None = None
     handoff: Agent | None = None
     """The agent a final result hands the session to once it is delivered."""
+    ready_at: float | None = field(default_factory=_loop_time)
+    """Event-loop time the item was queued (kept when it is re-delivered)."""
+    scheduled_at: float | None = None
+    """Event-loop time the last reply carrying the item was issued."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,6 +16,7 @@ from ._ports import PendingItem, Services
 from ._reply import handoff_of, output_of, reply_instructions, said
 from .events import ReplyStatus, ReplyUpdated
 from .gate import Gate
+from .tracing import reply_timing
 
 if TYPE_CHECKING:
     from livekit.agents.voice import SpeechHandle
@@ -369,8 +370,9 @@ class DeliveryQueue:
         call_ids = tuple(dict.fromkeys(p.call_id for p in items))
         if status == "dropped":
             logger.warning("deferred reply dropped", extra={"call_ids": call_ids, "reason": reason})
+        ready_at, scheduled_at = reply_timing(items, status, speech_id)
         self._services.emit(
-            ReplyUpdated(call_ids=call_ids, status=status, reason=reason, speech_id=speech_id)
+            ReplyUpdated(call_ids, status, reason, speech_id, ready_at, scheduled_at)
         )
 
     # -- closing -----------------------------------------------------------------------

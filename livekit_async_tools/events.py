@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from .options import Delivery
@@ -94,12 +94,26 @@ class ReplyUpdated:
             call stopped before it was asked; ``extended``: the LLM extended an overdue
             call before its question was asked).
         speech_id: The id of the reply's speech handle, once there is one.
+        ready_at: Event-loop time (``loop.time()``, like `TaskInfo.started_at`) when
+            the earliest of the items was queued: a call's result or update was
+            ready, a follow-up was asked for. A re-delivered item keeps its first
+            time. ``None`` only for items queued outside a running loop.
+        scheduled_at: Event-loop time when the reply ``speech_id`` was issued (the
+            gate opened and ``generate_reply`` was called, or the model's own reply
+            to the written results was taken as the reply): the current time on
+            ``scheduled``, the same value on that reply's later statuses. ``None``
+            when the event names no reply (``speech_id`` is ``None``). The event
+            itself is emitted when the change happens: ``loop.time()`` in the
+            callback is the time of ``delivered``. ``ready_at`` and ``scheduled_at``
+            are left out of ``==``.
     """
 
     call_ids: tuple[str, ...]
     status: ReplyStatus
     reason: str | None = None
     speech_id: str | None = None
+    ready_at: float | None = field(default=None, compare=False)
+    scheduled_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ LAYERS: list[set[str]] = [
     {"options", "_log", "_compat", "_model"},  # settings, logging, livekit versions, models
     {"events", "_spec", "_policy"},  # payloads, tool options, pure decisions
     {"_texts", "_ports"},  # every LLM-facing text; the narrow interfaces
-    # the run context; context writes; the floor; cancel hooks; a call's deadline
-    {"context", "_chat_store", "gate", "_hooks", "_deadline"},
+    # the run context; context writes; the floor; cancel hooks; a call's deadline; spans
+    {"context", "_chat_store", "gate", "_hooks", "_deadline", "tracing"},
     {"task", "_pending", "_mock_registry", "_reply"},  # a call; what waits; what replies say
     # speaking; notes; control tools; away; questions
     {"delivery", "steering", "control", "_away", "_questions"},
