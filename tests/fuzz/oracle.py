@@ -367,8 +367,13 @@ class Oracle:
                     "last reply are silent (a silent update, a None result or a "
                     "cancellation: recorded, not spoken)",
                 )
-            if ev.status in ("scheduled", "dropped") or (
-                ev.status == "delivered" and ev.speech_id is None
+            if (
+                ev.status == "scheduled"
+                # a cut reply's items dropped were counted when it was scheduled: items
+                # produced since (e.g. the result of a call whose question it carried)
+                # are still to be spoken
+                or (ev.status == "dropped" and ev.speech_id is None)
+                or (ev.status == "delivered" and ev.speech_id is None)
             ):
                 rec.unsent = 0  # a bare handoff is delivered without a speech
         if ev.status == "scheduled":
@@ -665,7 +670,7 @@ class Oracle:
         if tool == "answer_question":
             ask = self.asks.get(target)
             closed = ask is not None and ask.outcome is not None
-        elif tool == "extend_task":
+        elif tool in ("extend_task", "cancel_task"):
             rec = self.calls.get(target)
             closed = rec is None or rec.ended is not None or not rec.overdue_open
         rec_p = PassRec(tool, target, value, self.loop.time(), closed)
@@ -690,6 +695,8 @@ class Oracle:
                 call = self.calls.get(rec_p.target)
                 if (
                     call is not None
+                    and not rec_p.closed  # overdue from the LLM's decision to its event
+                    and not rec_p.shared
                     and call.ended is None
                     and call.overdue_open
                     and "cannot be cancelled" in rec_p.output
