@@ -29,18 +29,38 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit docs docs-serve bench fuzz clean
 
-# pip's own output is long (a line or two per package): PIP_PROGRESS condenses it to the
-# downloads of 1 MB or more, a count while resolving, and the install step; anything else
-# (warnings, errors) passes through, but for the warning about an index location that does
-# not exist (some machines' pip configuration names local indexes).
-PIP_PROGRESS := awk '\
-	/^(Collecting|Processing) / { n++; if (n % 25 == 0) { printf "  resolved %d packages...\n", n; fflush() }; next } \
-	/^ *Downloading .* MB\)$$/ { split($$2, f, "-"); printf "  downloading %s %s (%s MB)\n", f[1], f[2], substr($$3, 2); fflush(); next } \
-	/^Installing collected packages: / { printf "  installing %d packages (the longest step)...\n", split(substr($$0, 32), p, ", "); fflush(); next } \
-	/^Successfully installed / { printf "  installed %d packages\n", NF - 2; fflush(); next } \
-	/^WARNING: Location .* is ignored: it is neither a file nor a directory/ { next } \
-	/^ *(Looking in|Requirement already satisfied|Obtaining|Downloading|Using cached|Installing build|Checking if|Getting requirements|Preparing|Building|Created wheel|Stored in|Attempting uninstall|Found existing|Uninstalling|Successfully uninstalled)/ { next } \
-	{ print; fflush() }'
+# pip's own output is long (a line or two per package): PIP_PROGRESS condenses it to a
+# count while resolving, the downloads of 1 MB or more, builds and the install step;
+# anything else (warnings, errors) passes through, but for the warning about an index
+# location that does not exist (some machines' pip configuration names local indexes).
+# Python reads and writes it line by line (mawk would hold lines back).
+define PIP_PROGRESS_PY
+import re, sys
+quiet = re.compile(r"\s*(Looking in|Requirement already satisfied|Obtaining|Downloading|Using cached"
+    r"|Installing (build|backend)|Checking if|Getting requirements|Preparing|Building wheels"
+    r"|Created wheel|Stored in|Attempting uninstall|Found existing|Uninstalling|Successfully"
+    r"|Building (editable|wheel) for .*finished|WARNING: Location .* is ignored: it is neither)")
+seen = 0
+for line in sys.stdin:
+    line = line.rstrip("\n")
+    if line.startswith(("Collecting ", "Processing ")):
+        seen += 1
+        if seen % 20 == 0:
+            print(f"  resolved {seen} packages...")
+    elif m := re.match(r"\s*Downloading (\S+?)-(\S+?)-\S* \(([\d.]+) MB\)$$", line):
+        print(f"  downloading {m[1]} {m[2]} ({m[3]} MB)")
+    elif m := re.match(r"\s*Building (editable|wheel) for (\S+) .*started", line):
+        print(f"  building {m[2]}...")
+    elif line.startswith("Installing collected packages: "):
+        n = line.count(",") + 1
+        print(f"  installing {n} packages (unpacking; the longest step, often a minute)...")
+    elif line.startswith("Successfully installed "):
+        print(f"  installed {len(line.split()) - 2} packages")
+    elif not quiet.match(line):
+        print(line)
+endef
+export PIP_PROGRESS_PY
+PIP_PROGRESS := $(PYTHON) -u -c "$$PIP_PROGRESS_PY"
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "==> Setting up $(VENV) (first run only): livekit-async-tools[$(EXTRAS)] $(LIVEKIT_PIN)"
