@@ -67,7 +67,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "    $(INSTALL_SIZE); 1-3 minutes on a fast connection."
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@grep -v '^livekit-' constraints.txt > $(VENV)/constraints.txt
+	@grep -v -E '^(livekit-|opentelemetry-)' constraints.txt > $(VENV)/constraints.txt
 	@PYTHONUNBUFFERED=1 $(BIN)/python -m pip install --progress-bar off \
 		-c $(if $(LIVEKIT_AGENTS),$(VENV)/constraints.txt,constraints.txt) \
 		-e '.[$(EXTRAS)]' $(LIVEKIT_PIN) 2>&1 | $(PIP_PROGRESS)
