@@ -358,7 +358,11 @@ class Oracle:
                 # a follow-up's id is known once follow_up() returns
                 self.orphans.setdefault(cid, []).append((idx, ev.status))
                 continue
-            before = rec.replies[-1][1] if rec.replies else None
+            # a cut reply's items are re-delivered, even if other replies of the call
+            # were reported since (e.g. an overdue question withdrawn by an extension)
+            since = [st for _i, st in reversed(rec.replies)]
+            cut = next((st for st in since if st in ("scheduled", "interrupted")), None)
+            before = "interrupted" if cut == "interrupted" else None
             rec.replies.append((idx, ev.status))
             if ev.status == "scheduled" and rec.unsent == 0 and before != "interrupted":
                 self.fail(
