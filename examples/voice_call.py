@@ -9,11 +9,14 @@ What happens:
   1. the caller asks for flights; the search runs in the background and the agent
      acknowledges at once;
   2. the caller keeps talking and asks for a hotel too (a second background task);
-  3. the caller wants to book: an `AgentTask` collects their email by voice, and the
+  3. the flight search asks the caller a question mid-flight (`ctx.ask`): the question
+     is spoken when nobody is talking, the caller answers by voice, and the search
+     goes on with the answer;
+  4. the caller wants to book: an `AgentTask` collects their email by voice, and the
      flight search finishes while that task has the floor;
-  4. the flight result is spoken by the travel agent after the task returns, when
+  5. the flight result is spoken by the travel agent after the task returns, when
      nobody is speaking;
-  5. the hotel result arrives while the caller is mid-sentence and waits until the
+  6. the hotel result arrives while the caller is mid-sentence and waits until the
      caller has finished and been answered.
 
 While it runs it prints both sides of the call (each line with the call second it
@@ -83,6 +86,9 @@ class TravelAgent(Agent):
         # the demo decides when each search "returns", so every run tells the same story
         self.flights_ready = asyncio.Event()
         self.hotel_ready = asyncio.Event()
+        # and whether (and when) the flight search asks the caller about a later flight
+        self.ask_about_later: asyncio.Event | None = None
+        self.answers: list[str] = []
 
     @function_tool(timeout=120)
     async def search_flights(self, ctx: AsyncRunContext, city: str) -> str:
@@ -92,8 +98,18 @@ class TravelAgent(Agent):
             city: Destination city.
         """
         await ctx.update(f"searching flights to {city}")
+        backup = ""
+        if self.ask_about_later is not None:
+            await self.ask_about_later.wait()
+            answer = await ctx.ask(QUESTION, timeout=60)
+            self.answers.append(answer)
+            if any(w in answer for w in ("yes", "fine", "later", "sure", "okay")):
+                backup = "; a later flight at 9:15 is held for you as a backup"
         await self.flights_ready.wait()
-        return f"3 flights to {city} on Friday; the cheapest is 189 dollars at 7:40 in the morning"
+        return (
+            f"3 flights to {city} on Friday; the cheapest is 189 dollars at 7:40 in the "
+            f"morning{backup}"
+        )
 
     @function_tool(timeout=120)
     async def search_hotels(self, ctx: AsyncRunContext, area: str) -> str:
@@ -113,6 +129,9 @@ class TravelAgent(Agent):
         return f"email recorded: {email}"
 
 
+QUESTION = "The morning flights are filling up. Would a later flight on Friday work too?"
+
+
 def decide(req: LLMRequest) -> Reply:
     """A scripted LLM that decides from what STT heard, tolerant of mis-hearing."""
     items = list(req.chat_ctx.items)
@@ -120,15 +139,19 @@ def decide(req: LLMRequest) -> Reply:
     if "ASK_EMAIL" in text:
         return "Sure. What email address should I send the booking to?"
     if "Background results" in text or "cut off while telling" in text:
-        wanted = set(re.findall(r"[\w-]+_(?:result|progress_\d+)", text))
+        wanted = set(re.findall(r"[\w-]+_(?:result|progress_\d+|question_\d+)", text))
         named = [
             it.output
             for it in items
             if isinstance(it, llm.FunctionCallOutput) and it.call_id in wanted
         ]
+        if any("needs the caller's answer" in o for o in named):
+            return QUESTION
         return f"Good news: I found {'; and '.join(named)}." if named else ""
     last = items[-1] if items else None
     if isinstance(last, llm.FunctionCallOutput):
+        if last.name == "answer_question":
+            return "Perfect, I'll keep that in mind."
         if "searching flights" in last.output:
             return "I'm searching flights for you now. That takes a moment."
         if "checking hotels" in last.output:
@@ -142,6 +165,9 @@ def decide(req: LLMRequest) -> Reply:
         if email:
             return ToolCall("record_email", {"email": email})
         return "Sorry, could you spell that email address?"
+    question = open_question(items)
+    if question and any(w in heard for w in ("yes", "fine", "later", "sure", "okay")):
+        return ToolCall("answer_question", {"question_id": question, "answer": heard})
     if "hotel" in heard:
         return ToolCall("search_hotels", {"area": "old town"})
     if "book" in heard:
@@ -151,6 +177,20 @@ def decide(req: LLMRequest) -> Reply:
     if any(w in heard for w in ("flight", "fly", "boston", "friday")):
         return ToolCall("search_flights", {"city": "Boston"})
     return "Okay."
+
+
+def open_question(items: list[llm.ChatItem]) -> str | None:
+    """The id of a question a background call asked that nobody has answered yet."""
+    asked = re.findall(
+        r"question id ([\w-]+)\)",
+        " ".join(it.output for it in items if isinstance(it, llm.FunctionCallOutput)),
+    )
+    answered = " ".join(
+        it.arguments
+        for it in items
+        if isinstance(it, llm.FunctionCall) and it.name == "answer_question"
+    )
+    return next((q for q in reversed(asked) if q not in answered), None)
 
 
 def spoken_email(heard: str) -> str | None:
@@ -230,6 +270,7 @@ class CallResult:
     flights_call: str
     hotels_call: str
     email_done_at: float
+    answers: list[str]
     wall_seconds: float
 
 
@@ -252,6 +293,7 @@ async def run_call(
     recorder = CallRecorder(session, runtime, caller, speaker)
     live = LiveTranscript(session, runtime, caller, speaker, progress or (lambda _line: None))
     agent = TravelAgent(clock)
+    agent.ask_about_later = asyncio.Event()
 
     until = recorder.wait_until
     back_at: list[float] = []  # when the travel agent is current again after the task
@@ -266,8 +308,8 @@ async def run_call(
 
     quiet = recorder.quiet
 
-    def delivered(call_id: str) -> bool:
-        return "delivered" in recorder.replies(call_id)
+    def delivered(call_id: str, times: int = 1) -> bool:
+        return recorder.replies(call_id).count("delivered") >= times
 
     def started(tool: str) -> str | None:
         return next(
@@ -299,6 +341,15 @@ async def run_call(
             lambda: started("search_hotels") is not None,
         )
         hotels = started("search_hotels") or ""
+        live.note("the flight search needs the caller's answer to go on")
+        agent.ask_about_later.set()
+        await until(lambda: delivered(flights))  # the question has been asked
+        await until(quiet)
+        await recorder.ask(
+            ["Yes, a later flight is fine too.", "Yes, that is fine."],
+            lambda: bool(agent.answers),
+        )
+        await until(quiet)
         await recorder.ask(
             ["I would like to book that flight.", "Please, I would like to book that flight."],
             lambda: isinstance(session.current_agent, CollectEmail),
@@ -317,7 +368,7 @@ async def run_call(
             lambda: session.current_agent is agent,
         )
         email_done_at = back_at[0] if back_at else clock.now()
-        await until(lambda: delivered(flights))
+        await until(lambda: delivered(flights, times=2))
         await until(quiet)
         await clock.sleep(1.0)
 
@@ -350,6 +401,7 @@ async def run_call(
         flights_call=flights,
         hotels_call=hotels,
         email_done_at=email_done_at,
+        answers=agent.answers,
         wall_seconds=time.monotonic() - wall0,
     )
     if out_dir is not None:
@@ -363,7 +415,10 @@ def write_outputs(recorder: CallRecorder, out_dir: Path) -> None:
     recorder.write_wav(str(out_dir / "call.wav"))
     recorder.write_timeline_png(
         str(out_dir / "timeline.png"),
-        title="livekit-async-tools: an offline voice call with two background tool calls",
+        title=(
+            "livekit-async-tools: an offline voice call with two background tool calls "
+            "and a question"
+        ),
     )
     (out_dir / "transcript.txt").write_text("\n".join(recorder.transcript_lines()) + "\n")
 

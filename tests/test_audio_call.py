@@ -67,6 +67,14 @@ async def test_offline_voice_call(tmp_path: Path) -> None:
     flights_end = result.recorder.task_span(result.flights_call)[1]
     assert flights_end is not None and flights_end < result.email_done_at  # ready during the task
 
+    # the flight search asked the caller mid-flight: by its origin, not over the caller,
+    # and it went on with the spoken answer
+    question = next(s for s in speaker if s.text == voice_call.QUESTION)
+    assert question.who == "TravelAgent" and not question.interrupted
+    assert not [c for c in caller if c.start <= question.start <= (c.end or c.start)]
+    assert len(result.answers) == 1 and question.start < flights.start
+    assert "9:15 is held for you" in flights.text
+
     # the acknowledgement was spoken before the result
     ack = next(s for s in speaker if "searching flights" in s.text)
     assert ack.start < flights.start
