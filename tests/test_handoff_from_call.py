@@ -60,6 +60,13 @@ class Travel(Agent):
             return Nested()
         return [Booking(), Booking(), "two desks"]
 
+    @function_tool(result_delivery="silent")
+    async def quiet_transfer(self, ctx: AsyncRunContext) -> object:
+        """Prepare the booking desk quietly, then hand over."""
+        await ctx.update("preparing quietly")
+        await asyncio.sleep(5)
+        return Booking()
+
     @function_tool(on_handoff="cancel")
     async def side_search(self, ctx: AsyncRunContext) -> str:
         """A search that stops when this agent hands off."""
@@ -82,6 +89,7 @@ class Hotel(Agent):
 RULES: dict[str, Any] = {
     "book": ToolCall("search_and_book", {"city": "Rome"}),
     "desk": ToolCall("transfer_later"),
+    "quietly": ToolCall("quiet_transfer"),
     "task": ToolCall("bad_return", {"kind": "task"}),
     "two": ToolCall("bad_return", {"kind": "two"}),
     "side": ToolCall("side_search"),
@@ -222,3 +230,14 @@ async def test_results_that_cannot_hand_off_are_reported_to_the_llm(
             ]
             assert out.is_error and problem in out.output
     assert any(problem in r.getMessage() for r in caplog.records)
+
+
+async def test_a_silent_tool_that_returns_an_agent_still_hands_off() -> None:
+    session, runtime, _rec = await start(Travel(), brain())
+    async with session:
+        await session.run(user_input="transfer me quietly")
+        await asyncio.sleep(6)
+        await runtime.settle(timeout=10)
+        await asyncio.sleep(1)
+        assert isinstance(session.current_agent, Booking)
+        assert not [s for s in spoken(session) if s.startswith("Result:")]
