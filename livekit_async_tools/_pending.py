@@ -114,15 +114,17 @@ class Pending:
             if delivery != "silent":
                 self._report([item], "dropped", reason="session_closed")
             return None
-        if kind != "question" and (delivery != "silent" or kind == "final"):
+        # a handing-off result waits for the gate even when silent (nothing is said)
+        waits = delivery != "silent" or handoff is not None
+        if kind != "question" and (waits or kind == "final"):
             previous = self._latest.pop(call.call_id, None)
-            if delivery != "silent":
+            if waits:
                 self._latest[call.call_id] = item
             if previous is not None and previous in self._items:
                 self.remove([previous])
                 self._report([previous], "skipped", reason="superseded")
         item.recording = self._services.spawn(self._record(item), name="async-tool:record")
-        if delivery != "silent":
+        if waits:
             self._admit(item)
         self._wake()
         return item

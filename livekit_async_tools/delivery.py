@@ -246,7 +246,7 @@ class DeliveryQueue:
         """Issue the reply (called right after a decision, with no await in between),
         then hand off if a result asks for it (livekit plays the reply first)."""
         new = handoff_of(target, speak)
-        say = [p for p in speak if p.handoff is None or output_of(p)]
+        say = [p for p in speak if p.delivery != "silent" and (p.handoff is None or output_of(p))]
         if say:
             try:
                 handle = self._session.generate_reply(
@@ -259,10 +259,11 @@ class DeliveryQueue:
                 logger.debug("generate_reply refused", extra={"target": target.id})
                 self._back_off()
                 return
-            self._issued(target, speak, handle)
-        else:  # a bare handoff: nothing to say, the new agent takes over
-            self.pending.remove(speak)
-            self._finish(speak, "delivered")
+            self._issued(target, say, handle)
+        quiet = [p for p in speak if p not in say]
+        if quiet:  # a bare or silent handoff: nothing to say, the new agent takes over
+            self.pending.remove(quiet)
+            self._finish(quiet, "delivered")
         if new is not None:
             for p in speak:  # made once: a re-delivery after a cut only speaks
                 p.handoff = None

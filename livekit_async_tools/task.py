@@ -353,8 +353,6 @@ class AsyncCall:
             status == "cancelled" or (status == "succeeded" and result is None)
         )
         delivery: Delivery = "silent" if silent else self.spec.result_delivery
-        if handoff is not None and delivery == "silent":
-            delivery = "when_idle"  # a handoff is made at the gate, even for a silent tool
         self._sink.add(
             self.identity,
             kind="final",

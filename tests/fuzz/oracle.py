@@ -483,9 +483,13 @@ class Oracle:
     def _check_delivered(self, ev: ReplyUpdated) -> None:
         ids = ",".join(ev.call_ids)
         if ev.speech_id is None and all(
-            (r := self.calls.get(c)) is not None and r.handoff_end == "agent" for c in ev.call_ids
+            (r := self.calls.get(c)) is not None
+            and r.handoff_end is not None
+            and (r.handoff_end == "agent" or self._result_delivery(r.tool) == "silent")
+            for c in ev.call_ids
         ):
-            return  # a bare handoff: nothing to say, the returned agent takes over
+            # a bare handoff, or one by a silent tool: nothing to say, the agent takes over
+            return
         rec_h = self.handles.get(ev.speech_id or "")
         if rec_h is None:
             self.fail("3", f"reply for {ids} delivered by unknown speech {ev.speech_id}")
