@@ -320,6 +320,8 @@ class Oracle:
             if delivery != "silent":
                 rec.items.append(Item("final", idx, delivery))
                 rec.unsent += 1
+            elif rec.handoff_end is not None:
+                rec.unsent += 1  # a silent tool's handoff waits for the gate, unspoken
         self.on_event("ended")
 
     def add_follow_up(self, follow_up_id: str, origin: Agent | None, policy: str) -> None:
