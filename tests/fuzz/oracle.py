@@ -416,7 +416,7 @@ class Oracle:
         state = self.session.agent_state
         if self.session.user_state == "speaking":
             self.fail("3", f"reply for {ids} scheduled while the caller speaks")
-        elif self.voice_turn_until is not None and self.loop.time() < self.voice_turn_until:
+        elif self.voice_turn_until is not None and self.loop.time() < self.voice_turn_until - 1e-6:
             self.fail(
                 "3",
                 f"reply for {ids} scheduled while the caller's turn "
