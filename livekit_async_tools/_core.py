@@ -16,6 +16,7 @@ from . import _compat
 from ._away import AwayHold
 from ._calls import Calls
 from ._chat_store import ChatStore
+from ._holding import Holding
 from ._log import logger
 from ._model import traits
 from ._ports import CONTROLS, Event
@@ -70,6 +71,7 @@ class Core:
         )
         self._control_tools = ControlTools(self, session, store, lambda: len(self.calls) > 0)
         self._away = AwayHold(session, lambda: bool(len(self.calls)) or not self.delivery.idle)
+        self._holding = Holding(self, session, self.gate, self.delivery.pending, self.calls.infos)
         CONTROLS.set(session, self)
         self._session_handlers: list[tuple[str, Callable[[Any], None]]] = [
             ("agent_state_changed", self._on_state_event),
@@ -164,6 +166,12 @@ class Core:
         self.changed()
 
     def emit(self, event: Event) -> None:
+        if isinstance(event, TaskEnded):
+            self._holding.call_ended(event.call_id)
+        elif isinstance(event, TaskStarted):
+            self._holding.poke()
+        elif isinstance(event, ReplyUpdated):
+            self._holding.spoken(event.call_ids)
         name = _EVENT_NAMES[type(event)]
         for callback in list(self.listeners[name]):
             try:
@@ -213,10 +221,12 @@ class Core:
 
     def _on_user_state(self, ev: Any) -> None:
         self._away.on_state()
+        self._holding.poke()
         self.gate.on_user_state(ev)
 
     def _on_state_event(self, ev: object) -> None:
         self._away.on_state()
+        self._holding.poke()
         self._control_tools.schedule()
         self._steering.on_session_event(ev)
         self.delivery.evaluate()
@@ -250,6 +260,7 @@ class Core:
         self.gate.close()
         self._control_tools.close()
         self._away.close()
+        self._holding.close()
         self.calls.close()
         CONTROLS.set(self.session, None)
         self._on_closed()  # the registries let go of the session: it can be collected

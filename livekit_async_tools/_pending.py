@@ -249,6 +249,10 @@ class Pending:
             self.remove(waiting)
             self._report(waiting, "skipped", reason=reason)
 
+    def withdraw_id(self, item_id: str, reason: str) -> None:
+        """`withdraw` the waiting item with this id (a follow-up's id)."""
+        self.withdraw([p for p in self._items if p.item_id == item_id], reason)
+
     def drop_call(self, call_id: str, reason: str) -> None:
         """Drop the pending items of one call (e.g. it was cancelled at handoff)."""
         dropped = [p for p in self._items if p.call_id == call_id]

@@ -52,6 +52,7 @@ TEMPLATE_PLACEHOLDERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "answer_done_template": ("tool_name", "call_id", "question_id"),
         "answer_unknown_template": ("question_id",),
         "overdue_template": ("tool_name", "call_id", "seconds"),
+        "hold_template": ("tool_names", "seconds", "progress"),
         "extend_done_template": ("tool_name", "call_id", "seconds"),
         "extend_refused_template": ("tool_name", "call_id"),
         "no_running_tasks_template": (),
@@ -78,6 +79,7 @@ _TRIAL_VALUES: tuple[Mapping[str, object], ...] = tuple(
         "items": "call_1_result",
         "question_id": "call_1_question_1",
         "question": "Would the 8:15 do?",
+        "progress": " (last progress: searching)",
         "param": "confirm",
         "status": "succeeded",
         "text": "hello",
@@ -163,6 +165,9 @@ class AsyncToolOptions:
         settle_delay: Seconds of continuous quiet before a deferred reply starts.
         max_tasks_per_session: Live background calls allowed at once per session.
         max_redeliveries: How often an interrupted deferred reply is re-delivered.
+        hold_after: Seconds of silence (nobody speaking) while a background call of
+            the current agent runs after which that agent says one short holding
+            line (``hold_template``); ``None`` (default) never does.
         timeout_decision_window: Seconds the LLM has, once a call with
             ``on_timeout="ask"`` reached its deadline, to extend it (``extend_task``) or
             cancel it; without a decision the call is stopped as ``timed_out``.
@@ -179,6 +184,7 @@ class AsyncToolOptions:
     max_tasks_per_session: int = 32
     max_redeliveries: int = 2
     timeout_decision_window: float = 60.0
+    hold_after: float | None = None
     on_handoff: OnHandoff = "forward"
     control_tools: ControlTools = "auto"
 
@@ -308,6 +314,12 @@ class AsyncToolOptions:
         "{tool_name} (call id {call_id}) is not waiting for a decision about its deadline; "
         "nothing was changed."
     )
+    # hold_after: the caller has waited in silence; one short line keeps them company.
+    hold_template: str = (
+        "The caller has been waiting in silence for {seconds:.0f} seconds for "
+        "{tool_names}{progress}. Say one short, natural line to keep them company, for "
+        "example that you are still on it. Do not guess or promise a result."
+    )
     # A follow-up queued by the app or a tool: an instruction for the reply.
     follow_up_template: str = "{text}"
     # A steering note: marked as not said by the caller, so the LLM neither answers it
@@ -337,6 +349,12 @@ class AsyncToolOptions:
             raise ValueError(
                 "timeout_decision_window must be a number of seconds > 0, got "
                 f"{self.timeout_decision_window!r}"
+            )
+        if self.hold_after is not None and not (
+            _is_number(self.hold_after) and math.isfinite(self.hold_after) and self.hold_after > 0
+        ):
+            raise ValueError(
+                f"hold_after must be a number of seconds > 0, or None, got {self.hold_after!r}"
             )
         if not _is_int(self.max_redeliveries):
             raise TypeError(f"max_redeliveries must be an int, got {self.max_redeliveries!r}")

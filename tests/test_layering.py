@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"context", "_chat_store", "gate", "_hooks", "_deadline", "tracing"},
     {"task", "_pending", "_mock_registry", "_reply"},  # a call; what waits; what replies say
     # speaking; notes; control tools; away; questions
-    {"delivery", "steering", "control", "_away", "_questions"},
+    {"delivery", "steering", "control", "_away", "_questions", "_holding"},
     {"_calls"},  # the registry of live calls, dispatch
     {"_core"},  # the composition root: wires the parts, fans session events out
     {"runtime"},  # the documented API

@@ -1,0 +1,178 @@
+"""``hold_after``: a caller waiting in silence for a pending result is kept company by
+one short holding line at a time (real text-mode sessions, virtual time)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from livekit.agents import Agent
+
+from livekit_async_tools import AsyncRunContext, AsyncToolOptions, function_tool
+from livekit_async_tools.testing import LLMRequest, ScriptedLLM, ToolCall
+
+from .conftest import named_outputs, spoken, start, until
+from .test_handoff import CollectEmail
+
+pytestmark = pytest.mark.looptime
+
+HOLD = AsyncToolOptions(settle_delay=0.05, hold_after=10)
+LINE = "Still checking the airlines, thanks for waiting."
+
+
+class Desk(Agent):
+    def __init__(self, work: float = 35.0) -> None:
+        super().__init__(instructions="desk")
+        self.work = work
+
+    @function_tool
+    async def search(self, ctx: AsyncRunContext) -> str:
+        """Search every airline."""
+        await ctx.update("asking the airlines")
+        await asyncio.sleep(self.work / 2)
+        await ctx.update("half of them answered", delivery="silent")
+        await asyncio.sleep(self.work / 2)
+        return "3 flights"
+
+    @function_tool
+    async def collect_email(self) -> str:
+        """Collect the caller's email."""
+        return f"email {await CollectEmail()}"
+
+
+def brain(req: LLMRequest) -> Any:
+    if "keep them company" in req.instructions:
+        return LINE
+    if "ASK_EMAIL" in req.instructions:
+        return "What is your email?"
+    named = named_outputs(req)
+    if named is not None:
+        return "Result: " + "; ".join(it.output for it in named) if named else ""
+    last = req.chat_ctx.items[-1]
+    if last.type == "function_call_output":
+        return "One moment." if "background" in last.output else f"Done: {last.output}"
+    user = req.last_user_text.lower()
+    if "@" in user:
+        return ToolCall("record_email", {"email": "ann@example.com"})
+    if "email" in user:
+        return ToolCall("collect_email")
+    if "search" in user:
+        return ToolCall("search")
+    return "Sure."
+
+
+def holding_requests(llm_: ScriptedLLM) -> list[LLMRequest]:
+    return [r for r in llm_.requests if "keep them company" in r.instructions]
+
+
+async def test_a_holding_line_after_each_silent_interval_and_none_after_the_result() -> None:
+    llm_ = ScriptedLLM(brain)
+    session, runtime, _rec = await start(Desk(work=35), llm_, HOLD)
+    async with session:
+        await session.run(user_input="search flights")
+        await asyncio.sleep(10.5)
+        assert spoken(session)[-1] == LINE
+        first = holding_requests(llm_)[0].instructions
+        assert "waiting in silence for 10 seconds for search" in first
+        assert "(last progress: asking the airlines)" in first
+        await asyncio.sleep(30)
+        await runtime.settle(timeout=30)
+        await asyncio.sleep(20)  # nothing is pending any more: no more lines
+    said = spoken(session)
+    assert said.count(LINE) == 3  # at about 10, 20 and 30 s; the result came at 35 s
+    assert said[-1] == "Result: 3 flights"
+    assert "(last progress: half of them answered)" in holding_requests(llm_)[-1].instructions
+
+
+async def test_off_by_default() -> None:
+    llm_ = ScriptedLLM(brain)
+    session, runtime, _rec = await start(Desk(work=35), llm_)
+    async with session:
+        await session.run(user_input="search flights")
+        await runtime.settle(timeout=60)
+    assert not holding_requests(llm_)
+    assert AsyncToolOptions().hold_after is None
+
+
+async def test_talking_starts_the_silence_over() -> None:
+    llm_ = ScriptedLLM(brain)
+    session, runtime, _rec = await start(Desk(work=60), llm_, HOLD)
+    async with session:
+        await session.run(user_input="search flights")
+        for _ in range(3):
+            await asyncio.sleep(8)
+            await session.run(user_input="how is the weather?")
+        assert not holding_requests(llm_)  # never 10 s of silence so far
+        await asyncio.sleep(10.5)
+        assert len(holding_requests(llm_)) == 1
+        await runtime.settle(timeout=30)
+
+
+async def test_a_result_before_the_interval_ends_means_no_line() -> None:
+    llm_ = ScriptedLLM(brain)
+    session, runtime, _rec = await start(Desk(work=9), llm_, HOLD)
+    async with session:
+        await session.run(user_input="search flights")
+        await runtime.settle(timeout=30)
+        await asyncio.sleep(15)
+    assert not holding_requests(llm_)
+
+
+async def test_a_line_not_spoken_yet_is_withdrawn_when_the_result_is_ready() -> None:
+    # a long settle delay: the line is queued at 9.5 s, the result is ready at 11 s,
+    # before the line's turn (11.5 s)
+    options = AsyncToolOptions(settle_delay=2.0, hold_after=9.5)
+    llm_ = ScriptedLLM(brain)
+    session, runtime, rec = await start(Desk(work=11), llm_, options)
+    async with session:
+        await session.run(user_input="search flights")
+        await runtime.settle(timeout=30)
+    assert not holding_requests(llm_)
+    skipped = [e for e in rec.of("reply_updated") if e.status == "skipped"]
+    assert [(e.call_ids, e.reason) for e in skipped] == [(("follow_up_1",), "result_ready")]
+    assert spoken(session)[-1] == "Result: 3 flights"
+
+
+async def test_no_line_for_an_origin_paused_under_an_agent_task() -> None:
+    llm_ = ScriptedLLM(brain)
+    session, runtime, _rec = await start(Desk(work=40), llm_, HOLD)
+    async with session:
+        await session.run(user_input="search flights")
+        collecting = session.generate_reply(user_input="take my email")
+        await until(session, lambda: isinstance(session.current_agent, CollectEmail))
+        await asyncio.sleep(15)  # silence, but the task has the floor
+        assert not holding_requests(llm_)
+        await session.run(user_input="it is ann@example.com")
+        await collecting
+        await runtime.settle(timeout=60)
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "10"])
+def test_bad_hold_after_values_are_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="hold_after must be a number of seconds > 0"):
+        AsyncToolOptions(hold_after=bad)
+
+
+async def test_in_a_voice_call_the_line_never_starts_while_the_caller_speaks() -> None:
+    from livekit_async_tools.testing._fake_voice import FAKE_VOICE_SUPPORTED
+
+    if not FAKE_VOICE_SUPPORTED:
+        pytest.skip("FakeVoice needs livekit-agents' turn_handling options")
+    from .test_regressions_voice import Voice
+
+    call = Voice(Desk(work=60), brain, HOLD)
+    async with call:
+        await call.voice.caller_says("search flights please", duration=1.0)
+        await asyncio.sleep(6)
+        call.voice.caller_starts()  # a long story, right through the interval
+        await asyncio.sleep(12)
+        call.voice.caller_stops("and that is why I love Boston")
+        stopped = asyncio.get_running_loop().time()
+        await asyncio.sleep(25)
+        lines = [s for s in call.voice.agent_segments if s.text == LINE]
+        assert lines, [s.text for s in call.voice.agent_segments]
+        assert lines[0].start >= stopped + 10  # a full silent interval after the caller
+        assert [s["user_state"] for s in call.scheduled] == ["listening"] * len(call.scheduled)
+        assert not [o for o in call.voice.overlaps() if o.agent_started_it]
+        await call.runtime.settle(timeout=60)
