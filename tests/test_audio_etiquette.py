@@ -47,6 +47,8 @@ STORY = (
 
 
 QUESTION = "The seven forty flight is sold out. Would the eight fifteen flight work for you?"
+OVERDUE = "This is taking longer than expected. Should I keep checking?"
+HOLD_LINE = "I am still working on it, thank you for waiting."
 
 
 class Desk(Agent):
@@ -55,6 +57,14 @@ class Desk(Agent):
         self.report_ready = asyncio.Event()
         self.gate_changes: asyncio.Queue[str] = asyncio.Queue()
         self.answers: list[str] = []
+        self.hotel_ready = asyncio.Event()
+
+    @function_tool(timeout=4, on_timeout="ask")
+    async def find_hotel(self, ctx: AsyncRunContext) -> str:
+        """Find a hotel room."""
+        await ctx.update("looking for a hotel room")
+        await self.hotel_ready.wait()
+        return "The River Inn has a room for you."
 
     @function_tool
     async def book_flight(self, ctx: AsyncRunContext) -> str:
@@ -83,10 +93,14 @@ class Desk(Agent):
 def decide(req: LLMRequest) -> Reply:
     items = list(req.chat_ctx.items)
     text = req.instructions
+    if "keep them company" in text:
+        return HOLD_LINE
     if "Background results" in text or "cut off while telling" in text:
-        wanted = set(re.findall(r"[\w-]+_(?:result|progress_\d+|question_\d+)", text))
+        wanted = set(re.findall(r"[\w-]+_(?:result|progress_\d+|question_\d+|overdue_\d+)", text))
         outputs = [it for it in items if isinstance(it, llm.FunctionCallOutput)]
         said = [it.output for it in outputs if it.call_id in wanted]
+        if any("taking longer than expected" in o for o in said):
+            return OVERDUE
         return " ".join(QUESTION if "needs the caller's answer" in o else o for o in said)
     last = items[-1] if items else None
     if isinstance(last, llm.FunctionCallOutput):
@@ -103,6 +117,15 @@ def decide(req: LLMRequest) -> Reply:
     )
     if question and not answered and any(w in heard for w in ("yes", "fine", "later", "works")):
         return ToolCall("answer_question", {"question_id": question[-1], "answer": heard})
+    overdue = re.findall(
+        r"\(call id ([\w-]+)\) is taking longer",
+        " ".join(it.output for it in items if isinstance(it, llm.FunctionCallOutput)),
+    )
+    extended = any(isinstance(it, llm.FunctionCall) and it.name == "extend_task" for it in items)
+    if overdue and not extended and any(w in heard for w in ("yes", "keep", "please")):
+        return ToolCall("extend_task", {"call_id": overdue[-1], "seconds": 60})
+    if "hotel" in heard:
+        return ToolCall("find_hotel")
     if "book" in heard or "flight" in heard:
         return ToolCall("book_flight")
     if "report" in heard:
@@ -288,3 +311,59 @@ async def test_a_question_waits_for_the_caller_is_re_asked_after_a_barge_in_and_
         assert not [t for t in talking if t[0] <= seg.start < t[1]], "asked over the caller"
     assert call.desk.answers and any(w in call.desk.answers[0] for w in ("yes", "fine", "works"))
     assert call.speaker.segments[-1].text == "You are booked on the eight fifteen flight."
+
+
+async def test_at_the_deadline_the_caller_is_asked_by_voice_and_keeps_waiting() -> None:
+    async with audio_call(AsyncToolOptions(settle_delay=0.3)) as call:
+        await call.recorder.ask(
+            ["Can you find me a hotel room?", "Please find a hotel for me."],
+            lambda: any(e.kind == "task_started" for e in call.recorder.events),
+        )
+        hotel = next(e.call_ids[0] for e in call.recorder.events if e.kind == "task_started")
+        await call.recorder.wait_until(
+            lambda: any(s.text == OVERDUE for s in call.speaker.segments), timeout=60
+        )
+        await call.recorder.ask(
+            ["Yes, please keep checking.", "Yes, keep going."],
+            lambda: any(
+                isinstance(it, llm.FunctionCall) and it.name == "extend_task"
+                for it in call.session.history.items
+            ),
+        )
+        call.desk.hotel_ready.set()
+        await call.recorder.wait_until(lambda: "delivered" in call.recorder.replies(hotel)[2:])
+        await call.recorder.settled()
+
+    ended = [e for e in call.recorder.events if e.kind == "task_ended"]
+    assert [getattr(e.payload, "status", "") for e in ended] == ["succeeded"]
+    asked = next(s for s in call.speaker.segments if s.text == OVERDUE)
+    talking = [(c.start, c.end or c.start) for c in call.caller.segments]
+    assert not [t for t in talking if t[0] <= asked.start < t[1]], "asked over the caller"
+    assert call.speaker.segments[-1].text == "The River Inn has a room for you."
+
+
+async def test_a_holding_line_keeps_a_silent_caller_company_and_never_talks_over_them() -> None:
+    async with audio_call(AsyncToolOptions(settle_delay=0.3, hold_after=6)) as call:
+        await call.recorder.ask(
+            ["Can you build my sales report?", "Please build the sales report."],
+            lambda: any(e.kind == "task_started" for e in call.recorder.events),
+        )
+        report = next(e.call_ids[0] for e in call.recorder.events if e.kind == "task_started")
+        await call.recorder.wait_until(
+            lambda: any(s.text == HOLD_LINE for s in call.speaker.segments), timeout=60
+        )
+        await call.caller.say("Okay, I am still here, take your time with it please.")
+        await call.recorder.wait_until(
+            lambda: sum(s.text == HOLD_LINE for s in call.speaker.segments) >= 2, timeout=60
+        )
+        call.desk.report_ready.set()
+        await call.recorder.wait_until(lambda: "delivered" in call.recorder.replies(report))
+        await call.recorder.settled()
+
+    lines = [s for s in call.speaker.segments if s.text == HOLD_LINE]
+    talking = [(c.start, c.end or c.start) for c in call.caller.segments]
+    for line in lines:
+        assert not [t for t in talking if t[0] <= line.start < t[1]], "a line over the caller"
+    said_last = max(c.end or c.start for c in call.caller.segments)
+    assert lines[1].start >= said_last + 6 * 0.9  # a full silent interval after the caller
+    assert call.speaker.segments[-1].text == REPORT
