@@ -10,10 +10,7 @@ cancel by the LLM (control tools) and a timeout; every request must pass the ser
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,6 +19,7 @@ import pytest
 from livekit.agents import AgentSession, llm
 
 from .conftest import Recorder, spoken, until
+from .support import examples
 from .support.openai_server import (
     ChatRequest,
     OpenAIServer,
@@ -66,21 +64,12 @@ def flight_brain(req: ChatRequest) -> Reply:
 
 def load_example(monkeypatch: pytest.MonkeyPatch, time_scale: float) -> ModuleType:
     """A fresh copy of the example, built with ``FLIGHT_AGENT_TIME_SCALE``."""
-    monkeypatch.setenv("FLIGHT_AGENT_TIME_SCALE", str(time_scale))
-    spec = importlib.util.spec_from_file_location("flight_agent_e2e", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return examples.load_example(monkeypatch, EXAMPLE, "FLIGHT_AGENT_TIME_SCALE", time_scale)
 
 
 def test_the_example_starts_its_cli() -> None:
     """The plugins register at import, on the main thread: the CLI starts."""
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--help"], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    assert "console" in out.stdout
+    examples.assert_cli_starts(EXAMPLE)
 
 
 async def test_flight_agent_end_to_end(

@@ -5,9 +5,6 @@ OpenAI's Realtime API, and a scripted caller."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +15,7 @@ from livekit.agents import AgentSession, __version__, llm
 from livekit_async_tools.testing import Reply, ToolCall
 
 from .conftest import Recorder, spoken, until
+from .support import examples
 from .support.fake_realtime import OPENAI_LIKE, FakeRealtimeModel, RealtimeRequest
 
 pytest.importorskip("livekit.plugins.openai", reason="needs the examples extra")
@@ -56,21 +54,12 @@ def realtime_brain(req: RealtimeRequest) -> Reply:
 
 def load_example(monkeypatch: pytest.MonkeyPatch, time_scale: float) -> ModuleType:
     """A fresh copy of the example, built with ``REALTIME_AGENT_TIME_SCALE``."""
-    monkeypatch.setenv("REALTIME_AGENT_TIME_SCALE", str(time_scale))
-    spec = importlib.util.spec_from_file_location("realtime_agent_e2e", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return examples.load_example(monkeypatch, EXAMPLE, "REALTIME_AGENT_TIME_SCALE", time_scale)
 
 
 def test_the_example_starts_its_cli() -> None:
     """The plugins register at import, on the main thread: the CLI starts."""
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--help"], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    assert "console" in out.stdout
+    examples.assert_cli_starts(EXAMPLE)
 
 
 def test_the_example_uses_openai_realtime(monkeypatch: pytest.MonkeyPatch) -> None:
