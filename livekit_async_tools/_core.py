@@ -98,7 +98,9 @@ class Core:
         call = self.calls.get(call_id)
         if call is None:
             raise llm.ToolError(self.options.cancel_unknown_template.format(call_id=call_id))
-        if not call.cancellable:
+        # a call already being stopped (e.g. an overdue call whose decision window just
+        # ended) is waited for: its own outcome is the answer, not a refusal
+        if not call.cancellable and call.state != "stopping":
             raise llm.ToolError(
                 self.options.cancel_refused_template.format(
                     tool_name=call.tool_name, call_id=call_id

@@ -6,6 +6,8 @@ as ``xfail(strict=True, reason=<mechanism>)``."""
 
 from __future__ import annotations
 
+import pytest
+
 from livekit_async_tools.testing._fake_voice import FAKE_VOICE_SUPPORTED
 
 from .fuzz.harness import Outcome, run_plan
@@ -105,3 +107,58 @@ def test_extend_task_is_refused_while_the_overdue_call_is_being_stopped() -> Non
     )
     outcome = run_plan(plan)
     assert not violations(outcome, "T"), outcome.report()
+
+
+def test_cancel_task_for_a_call_stopped_as_its_decision_window_ends_is_not_refused() -> None:
+    """Was: the LLM's cancel_task for an overdue (non-cancellable) call ran just after
+    the decision window ended: Deadline had cleared ``overdue`` and begun stopping the
+    call as timed_out (its on_cancel hooks running), so Core.cancel refused it as "cannot
+    be cancelled". A call already being stopped is now waited for and its own outcome
+    told (cancel_too_late_template)."""
+    if not FAKE_VOICE_SUPPORTED:
+        pytest.skip("the plan is a voice call (FakeVoice needs livekit-agents 1.8)")
+    plan = Plan(
+        seed=6967,
+        settle_delay=0.3,
+        max_redeliveries=2,
+        on_handoff="forward",
+        control_tools="auto",
+        llm_delay=0.0,
+        word_time=0.3,
+        empty_rate=0.0,
+        n_agents=1,
+        voice=True,
+        tools=(
+            ToolDef(
+                ack_after=1.0,
+                cancellable=False,
+                on_duplicate="reject",
+                duplicate_scope="name_and_args",
+                timeout=2.0,
+                on_handoff=None,
+                result_delivery="when_idle",
+                on_timeout="ask",
+            ),
+        ),
+        jobs=(
+            Job(ops=(), end="return", hooks=()),
+            Job(ops=(), end="return", hooks=()),
+            Job(ops=(("ask", None),), end="return", hooks=(("async", 3.0),)),
+        ),
+        actions=(
+            (("finish",),),
+            (("tool", 0, 0, False, True),),
+            (("text",),),
+            (("tool", 0, 0, False, True),),
+            (("text",), ("tool", 0, 2, False, True)),
+        ),
+        steps=((17.0, "say", 0, 1.5), (20.0, "say", 4, 0.2), (23.0, "cancel", 2, 2)),
+        decision_window=5.0,
+        answer_delay=None,
+        overdue_choice="cancel",
+        overdue_delay=1.0,
+        extend_seconds=5.0,
+    )
+    outcome = run_plan(plan)
+    assert not violations(outcome, "T"), outcome.report()
+    assert not outcome.violations, outcome.report()
