@@ -72,6 +72,9 @@ class Core:
         self._control_tools = ControlTools(self, session, store, lambda: len(self.calls) > 0)
         self._away = AwayHold(session, lambda: bool(len(self.calls)) or not self.delivery.idle)
         self._holding = Holding(self, session, self.gate, self.delivery.pending, self.calls.infos)
+        self.listeners["task_started"].append(lambda _ev: self._holding.poke())
+        self.listeners["task_ended"].append(lambda ev: self._holding.call_ended(ev.call_id))
+        self.listeners["reply_updated"].append(lambda ev: self._holding.spoken(ev.call_ids))
         CONTROLS.set(session, self)
         self._session_handlers: list[tuple[str, Callable[[Any], None]]] = [
             ("agent_state_changed", self._on_state_event),
@@ -168,12 +171,6 @@ class Core:
         self.changed()
 
     def emit(self, event: Event) -> None:
-        if isinstance(event, TaskEnded):
-            self._holding.call_ended(event.call_id)
-        elif isinstance(event, TaskStarted):
-            self._holding.poke()
-        elif isinstance(event, ReplyUpdated):
-            self._holding.spoken(event.call_ids)
         name = _EVENT_NAMES[type(event)]
         for callback in list(self.listeners[name]):
             try:
