@@ -208,16 +208,24 @@ class _Selectable(Protocol):
     @property
     def mode(self) -> str: ...
 
+    @property
+    def handoff(self) -> object | None: ...
+
 
 _S = TypeVar("_S", bound=_Selectable)
 
 
 def select(batch: list[_S]) -> list[_S]:
     """The items of ``batch`` one reply speaks: every result and update, every ``all``
-    follow-up and the oldest ``one_at_a_time`` one."""
+    follow-up and the oldest ``one_at_a_time`` one, and of the results that hand the
+    session off only the oldest (the others wait: one reply makes one handoff)."""
     speak: list[_S] = []
-    one_taken = False
+    one_taken = handoff_taken = False
     for p in batch:
+        if p.handoff is not None:
+            if handoff_taken:
+                continue
+            handoff_taken = True
         if p.kind != "follow_up" or p.mode == "all":
             speak.append(p)
         elif not one_taken:

@@ -173,10 +173,6 @@ def test_instruction_kind() -> None:
 
 
 def test_select_takes_every_result_and_one_follow_up_at_a_time() -> None:
-    class Item:
-        def __init__(self, kind: str, mode: str = "one_at_a_time") -> None:
-            self.kind, self.mode = kind, mode
-
     a, b, c, d, e = (
         Item("final"),
         Item("follow_up"),
@@ -185,3 +181,13 @@ def test_select_takes_every_result_and_one_follow_up_at_a_time() -> None:
         Item("follow_up", "all"),
     )
     assert _policy.select([a, b, c, d, e]) == [a, b, d, e]
+
+
+class Item:
+    def __init__(self, kind: str, mode: str = "one_at_a_time", handoff: object = None) -> None:
+        self.kind, self.mode, self.handoff = kind, mode, handoff
+
+
+def test_select_takes_one_handing_off_result_per_reply() -> None:
+    a, b, c = Item("final", handoff="R1"), Item("final", handoff="R2"), Item("final")
+    assert _policy.select([a, b, c]) == [a, c]  # b waits: one reply makes one handoff

@@ -162,3 +162,73 @@ def test_cancel_task_for_a_call_stopped_as_its_decision_window_ends_is_not_refus
     outcome = run_plan(plan)
     assert not violations(outcome, "T"), outcome.report()
     assert not outcome.violations, outcome.report()
+
+
+def test_two_handing_off_results_ready_together_hand_off_one_at_a_time() -> None:
+    """Was: two results that each return an agent went into one reply; the reply handed
+    off to the first agent and silently dropped the second's handoff. One reply now
+    carries at most one handing-off result (`_policy.select`); the other waits and is
+    delivered by the rules for its (now handed-off) origin."""
+    plan = Plan(
+        seed=0,
+        settle_delay=0.05,
+        max_redeliveries=2,
+        on_handoff="forward",
+        control_tools="auto",
+        llm_delay=0.5,
+        word_time=0.0,
+        empty_rate=0.0,
+        n_agents=1,
+        voice=False,
+        tools=(
+            ToolDef(
+                ack_after=1.0,
+                cancellable=False,
+                on_duplicate="reject",
+                duplicate_scope="name_and_args",
+                timeout=None,
+                on_handoff="hold",
+                result_delivery="when_idle",
+                on_timeout="cancel",
+            ),
+            ToolDef(
+                ack_after=1.0,
+                cancellable=False,
+                on_duplicate="reject",
+                duplicate_scope="name_and_args",
+                timeout=None,
+                on_handoff=None,
+                result_delivery="when_idle",
+                on_timeout="cancel",
+            ),
+            ToolDef(
+                ack_after=1.0,
+                cancellable=False,
+                on_duplicate="reject",
+                duplicate_scope="name_and_args",
+                timeout=None,
+                on_handoff=None,
+                result_delivery="interrupt",
+                on_timeout="cancel",
+            ),
+        ),
+        jobs=(
+            Job(
+                ops=(("update", "when_idle"), ("update", "interrupt")), end="agent_output", hooks=()
+            ),
+        ),
+        actions=(
+            (("finish",),),
+            (("cancel", 0, 1),),
+            (("tool", 2, 0, True, True), ("text",), ("tool", 0, 0, False, True)),
+        ),
+        steps=((17.0, "on", "ended", 0.1, ("barge", 2)), (22.0, "barge", 2)),
+        decision_window=60.0,
+        answer_delay=None,
+        overdue_choice="wait",
+        overdue_delay=1.0,
+        extend_seconds=5.0,
+    )
+    outcome = run_plan(plan)
+    assert not violations(outcome, "H"), outcome.report()
+    assert not outcome.violations, outcome.report()
