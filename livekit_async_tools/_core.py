@@ -71,10 +71,17 @@ class Core:
         )
         self._control_tools = ControlTools(self, session, store, lambda: len(self.calls) > 0)
         self._away = AwayHold(session, lambda: bool(len(self.calls)) or not self.delivery.idle)
-        self._holding = Holding(self, session, self.gate, self.delivery.pending, self.calls.infos)
+        self._holding = Holding(
+            self,
+            session,
+            self.gate,
+            self.delivery.pending,
+            self.calls.infos,
+            lambda: len(self.questions) > 0,
+        )
         self.listeners["task_started"].append(lambda _ev: self._holding.poke())
-        self.listeners["task_ended"].append(lambda ev: self._holding.call_ended(ev.call_id))
-        self.listeners["reply_updated"].append(lambda ev: self._holding.spoken(ev.call_ids))
+        self.listeners["task_ended"].append(lambda _ev: self._holding.poke())
+        self.listeners["reply_updated"].append(self._holding.on_reply)
         CONTROLS.set(session, self)
         self._session_handlers: list[tuple[str, Callable[[Any], None]]] = [
             ("agent_state_changed", self._on_state_event),

@@ -11,19 +11,28 @@ from livekit.agents import AgentSession
 from ._pending import Pending
 from ._ports import Services
 from ._texts import render_message
-from .events import TaskInfo
+from .events import ReplyUpdated, TaskInfo
 from .gate import Gate
 
 __all__ = ["Holding"]
 
+_TERMINAL = ("delivered", "skipped", "dropped")
+
 
 class Holding:
-    """After ``hold_after`` seconds in which neither the caller nor the agent spoke
-    while background calls of the current agent run, that agent says one short holding
-    line (a follow-up from ``hold_template``, through the gate like any other). Any
-    speech, the line itself included, starts the silence over, so a call gets at most
-    one line per interval. A line not spoken yet is withdrawn when the calls it is
-    about have all ended (their results are what the caller waits for)."""
+    """After ``hold_after`` seconds in which nobody spoke (not the caller, not the
+    agent, no reply under way) while background calls of the current agent run, that
+    agent says one short holding line: a follow-up from ``hold_template`` about every
+    such call, spoken through the gate like any other.
+
+    A line belongs to the silence it was queued in. Anything that happens before its
+    reply starts (the caller or the agent speaking, a reply, a call starting or ending:
+    every `poke`) withdraws it (``skipped``, reason ``superseded``), so it is never
+    said after a result it was waiting for, nor after the caller spoke; a line cut off
+    by the caller is withdrawn the same way instead of being said again. Every poke
+    also starts the silence over: a call gets at most one line per interval. No line
+    while a question a call asks the caller is open (the caller is the one expected
+    to speak). A caller livekit marked ``away`` is silent too: a line is for them."""
 
     def __init__(
         self,
@@ -32,49 +41,53 @@ class Holding:
         gate: Gate,
         pending: Pending,
         live: Callable[[], tuple[TaskInfo, ...]],
+        asking: Callable[[], bool],
     ) -> None:
         self._services = services
         self._session = session
         self._gate = gate
         self._pending = pending
         self._live = live
+        self._asking = asking
         self._timer: asyncio.TimerHandle | None = None
-        self._queued: dict[str, set[str]] = {}  # follow-up id -> the calls it is about
+        # follow-up id -> the calls it is about, until its reply reached a final status
+        self._lines: dict[str, frozenset[str]] = {}
         self._closed = False
 
     def poke(self) -> None:
-        """Something happened (speech, a state change, a call started or ended): the
-        silence starts over, if there is anything to wait for."""
-        after = self._services.options.hold_after
-        if after is None or self._closed:
+        """Something happened (speech, a state change, a call started or ended): a line
+        not spoken yet is withdrawn, and the silence starts over if a call runs."""
+        if self._services.options.hold_after is None or self._closed:
             return
+        for follow_up_id in list(self._lines):
+            self._pending.withdraw_id(follow_up_id, "superseded")  # only if still waiting
+        self._arm()
+
+    def on_reply(self, event: ReplyUpdated) -> None:
+        """A line's reply ended (or the line was withdrawn): its calls may get the next
+        one after a new interval of silence."""
+        if event.status in _TERMINAL and any(i in self._lines for i in event.call_ids):
+            for follow_up_id in event.call_ids:
+                self._lines.pop(follow_up_id, None)
+            self._arm()
+
+    def _arm(self) -> None:
+        """Start the silence over: ``hold_after`` from now, if a call waits for a line."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._waiting():
+        after = self._services.options.hold_after
+        if after is not None and not self._closed and self._waiting():
             self._timer = asyncio.get_running_loop().call_later(after, self._silent)
 
-    def call_ended(self, call_id: str) -> None:
-        """Withdraw a holding line not spoken yet once none of its calls still runs."""
-        for follow_up_id, calls in list(self._queued.items()):
-            calls.discard(call_id)
-            if not calls:
-                del self._queued[follow_up_id]
-                self._pending.withdraw_id(follow_up_id, "result_ready")
-        self.poke()
-
-    def spoken(self, follow_up_ids: tuple[str, ...]) -> None:
-        """A reply carried (or dropped) these follow-ups: they are no longer queued."""
-        for follow_up_id in follow_up_ids:
-            self._queued.pop(follow_up_id, None)
-
     def _waiting(self) -> list[TaskInfo]:
+        """The running calls of the current agent that no line is about yet."""
         current = self._gate.current()
-        busy = {c for calls in self._queued.values() for c in calls}
+        held = {c for calls in self._lines.values() for c in calls}
         return [
             t
             for t in self._live()
-            if t.origin is current and t.state == "running" and t.call_id not in busy
+            if t.origin is current and t.state == "running" and t.call_id not in held
         ]
 
     def _silent(self) -> None:
@@ -84,24 +97,36 @@ class Holding:
         if (
             after is None
             or not calls
-            or self._session.user_state != "listening"
-            or self._session.agent_state != "listening"
+            or self._asking()
+            or self._session.user_state == "speaking"
+            or self._session.agent_state not in ("listening", "idle")
         ):
-            return
-        origin = calls[0].origin
-        progress = [render_message(t.last_message) for t in calls if t.last_message is not None]
+            return  # the next poke (any change of state) arms the timer again
         text = self._services.options.hold_template.format(
             tool_names=", ".join(dict.fromkeys(t.tool_name for t in calls)),
             seconds=after,
-            progress=f" (last progress: {'; '.join(progress)})" if progress else "",
+            progress=_progress(calls),
         )
         follow_up_id = self._pending.add_follow_up(
-            text, origin=origin, on_handoff="cancel", mode="all"
+            text, origin=calls[0].origin, on_handoff="cancel", mode="all"
         )
-        self._queued[follow_up_id] = {t.call_id for t in calls}
+        self._lines[follow_up_id] = frozenset(t.call_id for t in calls)
 
     def close(self) -> None:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _progress(calls: list[TaskInfo]) -> str:
+    """``{progress}``: the calls' last update messages (each named by its tool when
+    there are several), or empty when none has one."""
+    said = [
+        render_message(t.last_message)
+        if len(calls) == 1
+        else f"{t.tool_name}: {render_message(t.last_message)}"
+        for t in calls
+        if t.last_message is not None
+    ]
+    return f" (last progress: {'; '.join(said)})" if said else ""
