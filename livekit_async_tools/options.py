@@ -165,9 +165,12 @@ class AsyncToolOptions:
         settle_delay: Seconds of continuous quiet before a deferred reply starts.
         max_tasks_per_session: Live background calls allowed at once per session.
         max_redeliveries: How often an interrupted deferred reply is re-delivered.
-        hold_after: Seconds of silence (nobody speaking) while a background call of
-            the current agent runs after which that agent says one short holding
-            line (``hold_template``); ``None`` (default) never does.
+        hold_after: Seconds of silence (nobody speaking, no reply under way) while a
+            background call of the current agent runs, after which that agent says one
+            short holding line: a follow-up from ``hold_template`` (placeholders
+            ``{tool_names}``, ``{seconds}``, ``{progress}``), spoken through the gate,
+            at most once per interval, withdrawn if the result or any speech comes
+            first. ``None`` (default) never does; else a finite number > 0.
         timeout_decision_window: Seconds the LLM has, once a call with
             ``on_timeout="ask"`` reached its deadline, to extend it (``extend_task``) or
             cancel it; without a decision the call is stopped as ``timed_out``.
