@@ -188,7 +188,7 @@ async def test_no_line_for_an_origin_paused_under_an_agent_task() -> None:
         await runtime.settle(timeout=60)
 
 
-@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "10"])
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "10", True])
 def test_bad_hold_after_values_are_refused(bad: Any) -> None:
     with pytest.raises(ValueError, match="hold_after must be a number of seconds > 0"):
         AsyncToolOptions(hold_after=bad)
