@@ -55,6 +55,10 @@ class Calls:
     def infos(self) -> tuple[TaskInfo, ...]:
         return tuple(call.info() for call in self._calls.values())
 
+    def overdue(self) -> bool:
+        """Some call is past its deadline, its caller asked whether to keep waiting."""
+        return any(call.deadline.overdue for call in self._calls.values())
+
     def describe(self) -> list[str]:
         return [
             f"{c.tool_name} ({c.call_id}) {c.state} for {c.elapsed:.1f}s"

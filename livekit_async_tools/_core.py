@@ -77,7 +77,7 @@ class Core:
             self.gate,
             self.delivery.pending,
             self.calls.infos,
-            lambda: len(self.questions) > 0,
+            lambda: len(self.questions) > 0 or self.calls.overdue(),
         )
         self.listeners["task_started"].append(lambda _ev: self._holding.poke())
         self.listeners["task_ended"].append(lambda _ev: self._holding.poke())

@@ -31,8 +31,9 @@ class Holding:
     said after a result it was waiting for, nor after the caller spoke; a line cut off
     by the caller is withdrawn the same way instead of being said again. Every poke
     also starts the silence over: a call gets at most one line per interval. No line
-    while a question a call asks the caller is open (the caller is the one expected
-    to speak). A caller livekit marked ``away`` is silent too: a line is for them."""
+    while a question a call asks the caller is open, ``ctx.ask``'s or an overdue
+    call's (the caller is the one expected to speak). A caller livekit marked
+    ``away`` is silent too: a line is for them."""
 
     def __init__(
         self,

@@ -51,6 +51,13 @@ class Desk(Agent):
         await asyncio.sleep(self.work)
         return "booked"
 
+    @function_tool(timeout=12, on_timeout="ask")
+    async def slow_search(self, ctx: AsyncRunContext) -> str:
+        """Search every airline, asking the caller at 12 s whether to keep waiting."""
+        await ctx.update("asking the airlines", delivery="silent")
+        await asyncio.sleep(self.work)
+        return "3 flights"
+
     @function_tool
     async def collect_email(self) -> str:
         """Collect the caller's email."""
@@ -64,6 +71,8 @@ def brain(req: LLMRequest) -> Any:
         return "What is your email?"
     named = named_outputs(req)
     if named is not None:
+        if any("taking longer than expected" in it.output for it in named):
+            return "It is taking longer. Keep waiting?"
         return "Result: " + "; ".join(it.output for it in named) if named else ""
     last = req.chat_ctx.items[-1]
     if last.type == "function_call_output":
@@ -76,8 +85,12 @@ def brain(req: LLMRequest) -> Any:
     ]
     if question and "8:15 is fine" in user:
         return ToolCall("answer_question", {"question_id": question[-1], "answer": user})
+    if "keep waiting" in user:
+        return ToolCall("extend_task", {"call_id": "call_1", "seconds": 100})
     if "book" in user:
         return ToolCall("book")
+    if "slow" in user:
+        return ToolCall("slow_search")
     if "flights and a hotel" in user:
         return [ToolCall("search"), ToolCall("find_hotel")]
     if "@" in user:
@@ -268,6 +281,31 @@ async def test_no_line_while_a_question_to_the_caller_is_open() -> None:
         (line,) = holding_requests(llm_)
         assert "(last progress: booking (yes, the 8:15 is fine))" in line.instructions
         await runtime.settle(timeout=60)
+
+
+async def test_no_line_while_the_caller_is_asked_whether_to_keep_waiting() -> None:
+    """An overdue call (``on_timeout="ask"``) asked the caller a question too: the
+    caller is the one expected to speak, until the LLM extends the call."""
+    options = AsyncToolOptions(settle_delay=0.05, hold_after=10, timeout_decision_window=30)
+    llm_ = ScriptedLLM(brain)
+    session, runtime, rec = await start(Desk(work=60), llm_, options)
+    async with session:
+        await session.run(user_input="slow search please")
+        await asyncio.sleep(11)
+        assert spoken(session)[-1] == LINE  # at 10 s, before the deadline
+        await asyncio.sleep(15)  # asked at 12 s; the caller thinks in silence until 26 s
+        assert spoken(session)[-1] == "It is taking longer. Keep waiting?"
+        assert len(holding_requests(llm_)) == 1
+        extended = await session.run(user_input="yes, keep waiting")
+        outs = [e.item.output for e in extended.events if e.type == "function_call_output"]
+        assert "may now run 100 more seconds" in outs[0]
+        decided = asyncio.get_running_loop().time()
+        await asyncio.sleep(10.5)  # the caller waits for the result again: company again
+        assert len(holding_requests(llm_)) == 2
+        assert line_times(rec)[1] >= decided + 10
+        await runtime.settle(timeout=60)
+    assert [e.status for e in rec.of("task_ended")] == ["succeeded"]
+    assert spoken(session)[-1] == "Result: 3 flights"
 
 
 async def test_in_a_voice_call_a_line_cut_off_by_the_caller_is_not_said_again() -> None:
