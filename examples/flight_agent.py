@@ -30,7 +30,7 @@ import asyncio
 import os
 import random
 
-from livekit.agents import Agent, AgentSession, AgentTask, JobContext, WorkerOptions, cli
+from livekit.agents import Agent, AgentServer, AgentSession, AgentTask, JobContext, cli
 
 # Plugins register themselves when imported, and livekit requires that on the main
 # thread: import them here, at module level, never inside the entrypoint (which runs
@@ -163,6 +163,10 @@ def attach_runtime(session: AgentSession) -> AsyncToolRuntime:
     return runtime
 
 
+server = AgentServer()
+
+
+@server.rtc_session()
 async def entrypoint(ctx: JobContext) -> None:
     session: AgentSession = AgentSession(
         llm=build_llm(),
@@ -175,4 +179,4 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 if __name__ == "__main__":
-    cli.run_app(WorkerOptions(entrypoint_fnc=entrypoint))
+    cli.run_app(server)

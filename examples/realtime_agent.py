@@ -20,7 +20,7 @@ import os
 import random
 from typing import Any
 
-from livekit.agents import Agent, AgentSession, JobContext, WorkerOptions, cli
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli
 
 # Plugins register themselves when imported, and livekit requires that on the main
 # thread: import them here, at module level, never inside the entrypoint.
@@ -87,6 +87,10 @@ def attach_runtime(session: AgentSession[Any]) -> AsyncToolRuntime:
     return runtime
 
 
+server = AgentServer()
+
+
+@server.rtc_session()
 async def entrypoint(ctx: JobContext) -> None:
     session: AgentSession[Any] = AgentSession(llm=build_model())
     attach_runtime(session)
@@ -94,4 +98,4 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 if __name__ == "__main__":
-    cli.run_app(WorkerOptions(entrypoint_fnc=entrypoint))
+    cli.run_app(server)

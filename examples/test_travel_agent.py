@@ -1,5 +1,5 @@
 """Testing: how to test an agent with async tools, offline, with this package's
-pytest fixtures (``pip install 'livekit-async-tools[test]'``).
+pytest fixtures (the ``test`` extra: ``pip install '.[test]'`` from a clone).
 
 Run: ``pytest examples/test_travel_agent.py``.
 """
