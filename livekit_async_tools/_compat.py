@@ -9,12 +9,13 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
 import livekit.agents as lk
-from livekit.agents import llm
+from livekit.agents import llm, telemetry
 from livekit.agents.version import __version__ as LIVEKIT_AGENTS_VERSION
 
 if TYPE_CHECKING:
     from livekit.agents import Agent, AgentSession
     from livekit.agents.voice import SpeechHandle
+    from opentelemetry import context as otel_context
 
 __all__ = [
     "HANDOFF_ITEMS",
@@ -30,6 +31,8 @@ __all__ = [
     "reply_failed",
     "reset_away_timer",
     "session_history",
+    "session_trace_root",
+    "tool_arguments_traceable",
     "update_agent_chat_ctx",
     "user_away_timeout",
 ]
@@ -205,3 +208,24 @@ def quiet_result(text: str) -> object:
     if result is None:
         return text
     return result(text, reply_required=False)
+
+
+def tool_arguments_traceable() -> bool:
+    """livekit's switches for tool arguments on spans: content capture (1.8+:
+    ``telemetry.gen_ai.set_capture_content`` or the
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` variable) and the project's
+    mandated redaction (1.8+). livekit 1.4 records arguments always."""
+    capture = getattr(getattr(telemetry, "gen_ai", None), "capture_content_enabled", None)
+    if capture is not None and not capture():
+        return False
+    redaction = getattr(getattr(telemetry, "utils", None), "redaction_enabled", None)
+    return not (redaction is not None and redaction())
+
+
+def session_trace_root(session: AgentSession[Any]) -> otel_context.Context | None:
+    """livekit's ``agent_session`` span (1.8+, in a job whose primary session this is)."""
+    helpers = getattr(telemetry, "session_context", None)
+    if helpers is None or helpers.primary_session() is not session:
+        return None
+    root: otel_context.Context | None = helpers.session_root_context()
+    return root

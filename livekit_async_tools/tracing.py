@@ -24,6 +24,7 @@ from livekit.agents import telemetry
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from . import _compat
 from ._log import logger, redact
 from ._ports import PendingItem
 from .events import ReplyStatus, ReplyUpdated, TaskEnded, TaskStarted
@@ -85,30 +86,6 @@ def set_tracer_provider(provider: trace.TracerProvider | None) -> None:
 
 def _get_tracer() -> trace.Tracer:
     return _tracer if _tracer is not None else telemetry.tracer
-
-
-# -- livekit versions ------------------------------------------------------------------
-
-
-def _may_record_arguments() -> bool:
-    """livekit's switches for tool arguments on spans: content capture (1.8+:
-    ``telemetry.gen_ai.set_capture_content`` or the
-    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` variable) and the project's
-    mandated redaction (1.8+). livekit 1.4 records arguments always."""
-    capture = getattr(getattr(telemetry, "gen_ai", None), "capture_content_enabled", None)
-    if capture is not None and not capture():
-        return False
-    redaction = getattr(getattr(telemetry, "utils", None), "redaction_enabled", None)
-    return not (redaction is not None and redaction())
-
-
-def _session_root(session: AgentSession[Any]) -> otel_context.Context | None:
-    """livekit's ``agent_session`` span (1.8+, in a job whose primary session this is)."""
-    helpers = getattr(telemetry, "session_context", None)
-    if helpers is None or helpers.primary_session() is not session:
-        return None
-    root: otel_context.Context | None = helpers.session_root_context()
-    return root
 
 
 # -- reply timing ----------------------------------------------------------------------
@@ -214,7 +191,7 @@ class SpanObserver:
         )
         if not span.is_recording():
             return
-        if _may_record_arguments():
+        if _compat.tool_arguments_traceable():
             arguments = json.dumps(redact(ev.arguments), default=str, ensure_ascii=False)
             span.set_attribute(ARGUMENTS, arguments)
         if ev.call_id in self._calls:  # a reused call id: the earlier call is done with
@@ -301,7 +278,7 @@ class SpanObserver:
         if contexts:
             parent = trace.set_span_in_context(trace.NonRecordingSpan(contexts[0]))
         else:  # follow-ups only: under livekit's session span, else a trace of its own
-            parent = _session_root(self._session) or otel_context.Context()
+            parent = _compat.session_trace_root(self._session) or otel_context.Context()
         span = _get_tracer().start_span(
             REPLY_SPAN,
             context=parent,
