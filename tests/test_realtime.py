@@ -46,6 +46,7 @@ pytestmark = pytest.mark.skipif(
 FAST = AsyncToolOptions(settle_delay=0.05)
 GATE_WORDS = ("Background results", "cut off while telling")
 RESULT = "3 flights to Paris"
+HOLDING_LINE = "Still checking the airlines, thanks for waiting."
 DERIVED = re.compile(r"call_\d+_\w+")  # an item the package derived from call_<n>
 
 
@@ -79,6 +80,8 @@ def brain(req: RealtimeRequest) -> Reply:
         return "Result: " + "; ".join(named) if named else ""
     if req.instructions == "ASK_EMAIL":
         return "What is your email?"
+    if "keep them company" in req.instructions:  # hold_after's holding line
+        return HOLDING_LINE
     if req.instructions:
         return ""
     last = items[-1] if items else None
@@ -215,12 +218,16 @@ def said_in_full(session: AgentSession[Any]) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def call(
-    profile: RealtimeProfile, *, word_delay: float = 0.0, **agent_kw: Any
+    profile: RealtimeProfile,
+    *,
+    word_delay: float = 0.0,
+    options: AsyncToolOptions = FAST,
+    **agent_kw: Any,
 ) -> AsyncIterator[Call]:
     model = FakeRealtimeModel(brain, profile=profile, word_delay=word_delay)
     agent = Travel(**agent_kw)
     session: AgentSession[Any] = AgentSession(llm=model)
-    runtime = attach(session, FAST)
+    runtime = attach(session, options)
     rec = Recorder(runtime)
     model.track_speech(session)
     async with session:
@@ -396,6 +403,36 @@ async def test_steer_note_reaches_the_model(profile: RealtimeProfile) -> None:
         await asyncio.sleep(0.05)
         await c.session.run(user_input="Hello again")
         assert spoken(c.session) == ["Welcome back, valued guest."]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+async def test_holding_line_keeps_a_silent_caller_company_then_the_result(
+    profile: RealtimeProfile,
+) -> None:
+    """``hold_after``: the line is a reply the package asks for (never the server's own),
+    never over the caller, and none comes after the result."""
+    options = AsyncToolOptions(settle_delay=0.05, hold_after=0.3)
+    async with call(profile, options=options) as c:
+        await start_search(c)
+        sess = c.model.live_session
+        sess.caller_starts_speaking()  # the caller talks for longer than hold_after
+        await until(c.session, lambda: c.session.user_state == "speaking")
+        await asyncio.sleep(0.7)
+        assert HOLDING_LINE not in spoken(c.session)
+        sess.caller_stops_speaking("Hmm, let me think")
+        await until(c.session, lambda: HOLDING_LINE in spoken(c.session))
+        lines = [r for r in c.model.replies if r.text == HOLDING_LINE]
+        assert all(r.user_initiated and "keep them company" in r.instructions for r in lines)
+        c.agent.progress.set()
+        c.agent.release.set()
+        await c.idle()
+        c.assert_result_spoken_once_through_the_gate()
+        await asyncio.sleep(0.6)  # two more intervals: nothing is pending any more
+        said = spoken(c.session)
+        (told,) = [i for i, s in enumerate(said) if RESULT in s]
+        assert HOLDING_LINE not in said[told:]
+        lines = [r for r in c.model.replies if r.text == HOLDING_LINE]
+        assert lines and not any(r.caller_speaking for r in lines)
 
 
 @pytest.mark.parametrize("profile", [gemini()])
