@@ -99,6 +99,9 @@ def brain(req: RealtimeRequest) -> Reply:
     if any("VIP" in n for n in notes) or "VIP" in req.session_instructions:
         return "Welcome back, valued guest."
     user = req.last_user_text.lower()
+    questions = [o.call_id for o in outputs if "_question_" in o.call_id]
+    if questions and "8:15 is fine" in user:
+        return ToolCall("answer_question", {"question_id": questions[-1], "answer": user})
     for key, reply in RULES.items():
         if key in user:
             return reply
@@ -111,6 +114,7 @@ RULES: dict[str, Reply] = {
     "book": ToolCall("collect_email"),
     "@": ToolCall("record_email", {"email": "ann@example.com"}),
     "hotel desk": ToolCall("transfer_to_hotel_desk"),
+    "seat": ToolCall("book_seat"),
 }
 
 
@@ -159,6 +163,15 @@ class Travel(Agent):
     async def transfer_to_hotel_desk(self) -> Agent:
         """Hand the caller to the hotel desk."""
         return Hotel(chat_ctx=self.chat_ctx)
+
+
+class AskingTravel(Travel):
+    @function_tool
+    async def book_seat(self, ctx: AsyncRunContext[Any]) -> str:
+        """Book a seat on the flight the caller picked."""
+        answer = await ctx.ask("The 7:40 is sold out. Would the 8:15 do?")
+        await self.release.wait()
+        return f"booked ({answer})"
 
 
 class Hotel(Agent):
@@ -222,10 +235,11 @@ async def call(
     *,
     word_delay: float = 0.0,
     options: AsyncToolOptions = FAST,
+    agent_cls: type[Travel] = Travel,
     **agent_kw: Any,
 ) -> AsyncIterator[Call]:
     model = FakeRealtimeModel(brain, profile=profile, word_delay=word_delay)
-    agent = Travel(**agent_kw)
+    agent = agent_cls(**agent_kw)
     session: AgentSession[Any] = AgentSession(llm=model)
     runtime = attach(session, options)
     rec = Recorder(runtime)
@@ -433,6 +447,30 @@ async def test_holding_line_keeps_a_silent_caller_company_then_the_result(
         assert HOLDING_LINE not in said[told:]
         lines = [r for r in c.model.replies if r.text == HOLDING_LINE]
         assert lines and not any(r.caller_speaking for r in lines)
+
+
+@pytest.mark.parametrize("profile", BOTH)
+async def test_a_call_asks_the_caller_and_goes_on_with_the_answer(
+    profile: RealtimeProfile,
+) -> None:
+    """``ctx.ask`` on a realtime model: the question is told once, through the gate; the
+    caller's answer reaches the tool through ``answer_question``; the result follows."""
+    async with call(profile, agent_cls=AskingTravel) as c:
+        await c.session.run(user_input="Get me a seat please")
+        await until(c.session, lambda: any("8:15" in s for s in spoken(c.session)))
+        asked = [r for r in c.model.replies if "Would the 8:15 do?" in r.text]
+        assert len(asked) == 1 and c.through_the_gate(asked[0]), asked
+        assert not asked[0].caller_speaking
+        await c.model.live_session.replies_done()
+        await c.model.live_session.caller_says("Yes, the 8:15 is fine")
+        c.agent.release.set()
+        await c.idle()
+        await until(
+            c.session, lambda: any("booked (yes, the 8:15 is fine)" in s for s in spoken(c.session))
+        )
+        told = [r for r in c.model.replies if "booked (" in r.text]
+        assert len(told) == 1 and c.through_the_gate(told[0]), told
+        assert [e.status for e in c.rec.of("task_ended")] == ["succeeded"]
 
 
 @pytest.mark.parametrize("profile", [gemini()])
