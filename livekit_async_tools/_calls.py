@@ -55,6 +55,13 @@ class Calls:
     def infos(self) -> tuple[TaskInfo, ...]:
         return tuple(call.info() for call in self._calls.values())
 
+    def reach(self, agent: Agent) -> bool:
+        """Some live call's items are recorded into ``agent`` now: it is the call's
+        origin, or the current agent a call of a closed origin is forwarded to."""
+        return any(
+            self._gate.record_target(c.origin, c.on_handoff) is agent for c in self._calls.values()
+        )
+
     def overdue(self) -> bool:
         """Some call is past its deadline, its caller asked whether to keep waiting."""
         return any(call.deadline.overdue for call in self._calls.values())

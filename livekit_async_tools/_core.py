@@ -69,7 +69,9 @@ class Core:
         self.calls = Calls(
             self, self.gate, self.delivery.pending, self, self.questions, self._call_ended
         )
-        self._control_tools = ControlTools(self, session, store, lambda: len(self.calls) > 0)
+        self._control_tools = ControlTools(
+            self, session, store, lambda: len(self.calls) > 0, self.calls.reach
+        )
         self._away = AwayHold(session, lambda: bool(len(self.calls)) or not self.delivery.idle)
         self._holding = Holding(
             self,
@@ -222,6 +224,7 @@ class Core:
         if self.closed:
             return
         self.calls.cancel_handed_off(self.delivery.pending.drop_call)
+        self._control_tools.schedule()  # a call forwarded to the current agent
         self.gate.watch_closing(self.options.settle_delay)
         self.delivery.on_lifecycle()
 

@@ -116,9 +116,11 @@ _CONTROL_TOOLS: list[llm.Tool | llm.Toolset] = [
 
 
 class ControlTools:
-    """Adds the control tools to each agent with a background tool when it is first
-    current (``auto``), to every agent (``always``), to the current agent while tasks
-    are live, removing them after the last task (``dynamic``), or never (``never``)."""
+    """Adds the control tools to each agent, for the rest of its life, when it is
+    current and has a background tool or receives a live call's items (a call
+    forwarded from a closed origin) (``auto``); to every agent (``always``); to the
+    current agent while tasks are live, removing them after the last task
+    (``dynamic``); or never (``never``)."""
 
     def __init__(
         self,
@@ -126,11 +128,13 @@ class ControlTools:
         session: AgentSession[Any],
         store: ChatStore,
         live: Callable[[], bool],
+        reaches: Callable[[Agent], bool],
     ) -> None:
         self._services = services
         self._session = session
         self._store = store
         self._live = live
+        self._reaches = reaches
         self._closed = False
         self._agents: weakref.WeakSet[Agent] = weakref.WeakSet()
         self._lock = asyncio.Lock()
@@ -140,7 +144,7 @@ class ControlTools:
         """Whether ``agent`` (the current one) should offer the control tools now."""
         mode = self._services.options.control_tools
         if mode == "auto":
-            return agent is not None and _has_background_tool(agent)
+            return agent is not None and (_has_background_tool(agent) or self._reaches(agent))
         return mode == "always" or (mode == "dynamic" and self._live())
 
     def _current(self) -> Agent | None:

@@ -301,3 +301,58 @@ async def test_answer_question_for_an_unknown_id_is_a_tool_error() -> None:
         out = next(e.item for e in result.events if e.type == "function_call_output")
         assert isinstance(out, llm.FunctionCallOutput) and out.is_error
         assert "no open question with id q_nope" in out.output
+
+
+class FrontDesk(Agent):
+    """Its booking follows the caller when they are handed to an agent that has no
+    background tool of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="front desk")
+        self.answers: list[str] = []
+
+    @function_tool(on_handoff="forward")
+    async def book(self, ctx: AsyncRunContext, city: str) -> str:
+        """Book a flight."""
+        await asyncio.sleep(2)
+        self.answers.append(await ctx.ask("The 7:40 is sold out. Would the 8:15 do?"))
+        return "booked the 8:15"
+
+    @function_tool
+    async def to_payments(self) -> Agent:
+        """Hand the caller to payments."""
+        return Payments()
+
+
+class Payments(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="payments")
+
+
+def payments_brain(req: LLMRequest) -> Any:
+    """Like `brain`, but answers only with a tool it was offered (as a real LLM)."""
+    if "payments" in req.last_user_text and req.chat_ctx.items[-1].type == "message":
+        return ToolCall("to_payments")
+    reply = brain(req)
+    if isinstance(reply, ToolCall) and reply.name not in req.tool_names:
+        return "I cannot do that."
+    return reply
+
+
+async def test_a_question_forwarded_to_the_next_agent_can_be_answered_there() -> None:
+    """A call forwarded (``on_handoff="forward"``) to an agent with no background tool
+    asks its question through that agent, which then offers ``answer_question``."""
+    desk = FrontDesk()
+    session, runtime, rec = await start(desk, ScriptedLLM(payments_brain), FAST)
+    async with session:
+        await session.run(user_input="book me a flight to Rome")
+        await session.run(user_input="put me through to payments")
+        assert isinstance(session.current_agent, Payments)
+        await asyncio.sleep(3)
+        assert spoken(session)[-1] == "The 7:40 is sold out. Would the 8:15 do?"
+        assert "answer_question" in [getattr(t, "id", "") for t in session.current_agent.tools]
+        await session.run(user_input="yes, that works")
+        await runtime.settle(timeout=10)
+        assert spoken(session)[-1] == "Result: booked the 8:15"
+    assert desk.answers == ["yes, that works"]
+    assert [e.status for e in rec.of("task_ended")] == ["succeeded"]
