@@ -102,6 +102,10 @@ def brain(req: RealtimeRequest) -> Reply:
     questions = [o.call_id for o in outputs if "_question_" in o.call_id]
     if questions and "8:15 is fine" in user:
         return ToolCall("answer_question", {"question_id": questions[-1], "answer": user})
+    overdue = [o.call_id for o in outputs if "_overdue_" in o.call_id]
+    if overdue and "keep waiting" in user:
+        call_id = overdue[-1].split("_overdue_")[0]
+        return ToolCall("extend_task", {"call_id": call_id, "seconds": 5})
     for key, reply in RULES.items():
         if key in user:
             return reply
@@ -115,6 +119,7 @@ RULES: dict[str, Reply] = {
     "@": ToolCall("record_email", {"email": "ann@example.com"}),
     "hotel desk": ToolCall("transfer_to_hotel_desk"),
     "seat": ToolCall("book_seat"),
+    "report": ToolCall("slow_report"),
 }
 
 
@@ -172,6 +177,14 @@ class AskingTravel(Travel):
         answer = await ctx.ask("The 7:40 is sold out. Would the 8:15 do?")
         await self.release.wait()
         return f"booked ({answer})"
+
+
+class ReportingTravel(Travel):
+    @function_tool(timeout=0.3, on_timeout="ask")
+    async def slow_report(self, ctx: AsyncRunContext[Any]) -> str:
+        """Build the slow report."""
+        await self.release.wait()
+        return "the report is ready"
 
 
 class Hotel(Agent):
@@ -469,6 +482,27 @@ async def test_a_call_asks_the_caller_and_goes_on_with_the_answer(
             c.session, lambda: any("booked (yes, the 8:15 is fine)" in s for s in spoken(c.session))
         )
         told = [r for r in c.model.replies if "booked (" in r.text]
+        assert len(told) == 1 and c.through_the_gate(told[0]), told
+        assert [e.status for e in c.rec.of("task_ended")] == ["succeeded"]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+async def test_an_overdue_call_asks_and_the_model_extends_it(profile: RealtimeProfile) -> None:
+    """``on_timeout="ask"`` on a realtime model: at the deadline the caller is asked once,
+    through the gate; the model extends the call (``extend_task``) and its result
+    follows."""
+    async with call(profile, agent_cls=ReportingTravel) as c:
+        await c.session.run(user_input="The report please")
+        await until(c.session, lambda: any("taking longer" in s for s in spoken(c.session)))
+        asked = [r for r in c.model.replies if "taking longer" in r.text]
+        assert len(asked) == 1 and c.through_the_gate(asked[0]), asked
+        await c.model.live_session.replies_done()
+        await c.model.live_session.caller_says("Yes, keep waiting")
+        await until(c.session, lambda: any("5 more seconds" in s for s in spoken(c.session)))
+        await asyncio.sleep(0.5)  # past the first deadline and the decision window start
+        c.agent.release.set()
+        await c.idle()
+        told = [r for r in c.model.replies if "the report is ready" in r.text]
         assert len(told) == 1 and c.through_the_gate(told[0]), told
         assert [e.status for e in c.rec.of("task_ended")] == ["succeeded"]
 
