@@ -22,8 +22,9 @@ ControlTools: TypeAlias = Literal["auto", "dynamic", "always", "never"]
 """When the LLM-facing control tools are offered: ``auto`` to every agent that has a
 background tool, or that a live call is forwarded to (``on_handoff="forward"``), for
 its whole life (a stable tool list: no change per call, which keeps the provider's
-prompt cache and does not reconnect realtime sessions whose tools are immutable); ``dynamic`` to the current agent only while a call is live (two
-tool-list changes per call); ``always`` to every agent; ``never``."""
+prompt cache and does not reconnect realtime sessions whose tools are immutable);
+``dynamic`` to the current agent only while a call is live (two tool-list changes per
+call); ``always`` to every agent; ``never``."""
 
 _ON_HANDOFF: tuple[OnHandoff, ...] = ("forward", "hold", "cancel")
 _CONTROL_TOOLS: tuple[ControlTools, ...] = ("auto", "dynamic", "always", "never")
