@@ -1,7 +1,7 @@
 """Slow tools for LiveKit voice agents: run in the background, speak results when quiet."""
 
 from ._log import configure_redaction
-from .context import AskTimeout, AsyncRunContext
+from .context import AskTimeout, AsyncRunContext, QuestionNotAsked
 from .events import ReplyUpdated, TaskEnded, TaskInfo, TaskStarted, TaskUpdated
 from .options import AsyncToolOptions
 from .runtime import AsyncToolRuntime, AttachError, attach
@@ -13,6 +13,7 @@ __all__ = [
     "AsyncToolOptions",
     "AsyncToolRuntime",
     "AttachError",
+    "QuestionNotAsked",
     "ReplyUpdated",
     "TaskEnded",
     "TaskInfo",

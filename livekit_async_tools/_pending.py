@@ -82,6 +82,7 @@ class Pending:
         is_error: bool,
         delivery: Delivery,
         handoff: Agent | None = None,
+        on_end: Callable[[str, str | None], None] | None = None,
     ) -> PendingItem | None:
         """Queue a call's item and start writing it into its record target's context.
 
@@ -98,6 +99,7 @@ class Pending:
             item_id=item_id,
             tool_name=call.tool_name,
             handoff=handoff,
+            on_end=on_end,
             chat_items=[
                 _compat.function_call(
                     call_id=item_id,

@@ -80,6 +80,8 @@ class PendingItem:
     """Event-loop time the item was queued (kept when it is re-delivered)."""
     scheduled_at: float | None = None
     """Event-loop time the last reply carrying the item was issued."""
+    on_end: Callable[[str, str | None], None] | None = None
+    """Told the item's terminal status and reason (its owner learns it was not said)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,8 +109,10 @@ class ItemSink(Protocol):
         is_error: bool,
         delivery: Delivery,
         handoff: Agent | None = None,
+        on_end: Callable[[str, str | None], None] | None = None,
     ) -> PendingItem | None:
-        """Queue an item and start writing it; ``None`` once the session is closed."""
+        """Queue an item and start writing it; ``None`` once the session is closed.
+        ``on_end`` is told the item's terminal status and reason."""
 
     async def recorded(self, item: PendingItem) -> None:
         """Wait until ``item`` is written into its record target's context."""

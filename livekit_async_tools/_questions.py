@@ -12,7 +12,7 @@ from livekit.agents import llm
 from . import _policy
 from ._pending import Pending
 from ._ports import CallIdentity, PendingItem, Services
-from .context import AskTimeout
+from .context import AskTimeout, QuestionNotAsked
 
 __all__ = ["Questions"]
 
@@ -109,11 +109,21 @@ class Questions:
             ),
             is_error=False,
             delivery="when_idle",
+            on_end=lambda status, reason: self._ended(q, status, reason),
         )
         if q.item is None and not q.answer.done():  # the session is closed
-            q.answer.set_exception(RuntimeError("the session closed before the question"))
+            q.answer.set_exception(QuestionNotAsked(q.question_id, "session_closed"))
+
+    def _ended(self, q: _Question, status: str, reason: str | None) -> None:
+        """The question's item reached a terminal status: unless it was said (or taken
+        back because the question closed), the caller was never asked."""
+        if status == "delivered" or reason == "question_closed" or q.answer.done():
+            return
+        q.answer.set_exception(QuestionNotAsked(q.question_id, reason))
 
     def _close(self, q: _Question) -> None:
+        if q.answer.done() and not q.answer.cancelled():
+            q.answer.exception()  # retrieved, also when the call was stopped meanwhile
         if q in self._open:
             self._open.remove(q)
         if q.item is not None:

@@ -29,6 +29,24 @@ class AskTimeout(TimeoutError):
         self.timeout = timeout
 
 
+class QuestionNotAsked(RuntimeError):
+    """`AsyncRunContext.ask`'s question could not be put to the caller: every reply
+    meant to ask it ended without the agent saying anything (up to
+    ``max_redeliveries`` re-asks), its reply failed, or its origin or the session
+    closed before it was asked. The call goes on (or ends) without an answer.
+
+    Attributes:
+        question_id: The question's id.
+        reason: Why, as in `ReplyUpdated.reason` (``max_redeliveries``,
+            ``reply_failed``, ``origin_closed``, ``session_closed``).
+    """
+
+    def __init__(self, question_id: str, reason: str | None) -> None:
+        super().__init__(f"question {question_id} could not be put to the caller ({reason})")
+        self.question_id = question_id
+        self.reason = reason
+
+
 class AsyncRunContext(RunContext[Userdata_T], Generic[Userdata_T]):
     """The context of a tool call that runs in the background.
 
@@ -117,7 +135,8 @@ class AsyncRunContext(RunContext[Userdata_T], Generic[Userdata_T]):
 
         The question is spoken by the origin through the gate, like a progress update
         (when it is current and the session is quiet, never over the caller, not while
-        an `AgentTask` has the floor), and re-asked if the caller cuts it off. The LLM
+        an `AgentTask` has the floor), and re-asked if the caller cuts it off or the
+        reply meant to ask it says nothing (the LLM only called a tool). The LLM
         passes the caller's answer back with the ``answer_question`` control tool, so
         it can interpret it ("yes, the later one is fine"). If the caller changes the
         subject, the question stays open. Questions of the session are asked one at
@@ -137,6 +156,8 @@ class AsyncRunContext(RunContext[Userdata_T], Generic[Userdata_T]):
 
         Raises:
             AskTimeout: No answer within ``timeout``.
+            QuestionNotAsked: The question could not be put to the caller (see its
+                ``reason``); a `RuntimeError`.
             RuntimeError: The call has ended, or the control tools are off
                 (``control_tools="never"`` offers no ``answer_question``).
             ValueError: ``question`` is empty or ``timeout`` is not a positive number.

@@ -326,8 +326,12 @@ class DeliveryQueue:
                     extra={"speech_id": handle.id},
                 )
             self._requeue(reply.items, handle.id, failed=outcome == "failed")
-        elif outcome == "empty":
-            self._finish(reply.items, "skipped", reason="empty", speech_id=handle.id)
+        elif outcome == "empty":  # a question not put to the caller is asked again
+            if unasked := [p for p in reply.items if p.kind == "question"]:
+                self._emit(unasked, "interrupted", reason="empty", speech_id=handle.id)
+                self._requeue(unasked, handle.id, failed=False)  # its call waits for it
+            if rest := [p for p in reply.items if p.kind != "question"]:
+                self._finish(rest, "skipped", reason="empty", speech_id=handle.id)
         else:
             self._finish(reply.items, "delivered", speech_id=handle.id)
         self.evaluate()
@@ -355,10 +359,15 @@ class DeliveryQueue:
         reason: str | None = None,
         speech_id: str | None = None,
     ) -> None:
-        """Report a status; a terminal one ends the items' tracking."""
-        if status != "interrupted" and status != "scheduled":
+        """Report a status; a terminal one ends the items' tracking (and is told to
+        their owners)."""
+        terminal = status != "interrupted" and status != "scheduled"
+        if terminal:
             self.pending.finished(items)
         self._emit(items, status, reason=reason, speech_id=speech_id)
+        for p in items if terminal else ():
+            if p.on_end is not None:
+                p.on_end(status, reason)
 
     def _emit(
         self,

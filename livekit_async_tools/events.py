@@ -87,7 +87,9 @@ class ReplyUpdated:
     Attributes:
         call_ids: The original call ids whose items the reply carried.
         status: The new status.
-        reason: Why, for ``dropped`` (``session_closed``, ``origin_closed``,
+        reason: Why, for ``interrupted`` (``None``: the caller cut the reply off;
+            ``empty``: a reply meant to ask a question said nothing, so the question
+            is asked again), ``dropped`` (``session_closed``, ``origin_closed``,
             ``max_redeliveries``, ``reply_failed``, ``context_update_failed``) and
             ``skipped`` (``superseded``, ``empty``, ``question_closed``: a question
             of `AsyncRunContext.ask` or of an overdue call was answered, expired or its

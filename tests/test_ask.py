@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 from livekit.agents import Agent, llm
 
-from livekit_async_tools import AskTimeout, AsyncRunContext, AsyncToolOptions, function_tool
+from livekit_async_tools import (
+    AskTimeout,
+    AsyncRunContext,
+    AsyncToolOptions,
+    QuestionNotAsked,
+    function_tool,
+)
 from livekit_async_tools.testing import LLMRequest, ScriptedLLM, ToolCall
 
 from .conftest import FAST, named_outputs, spoken, start, until
@@ -331,7 +337,8 @@ class Payments(Agent):
 
 def payments_brain(req: LLMRequest) -> Any:
     """Like `brain`, but answers only with a tool it was offered (as a real LLM)."""
-    if "payments" in req.last_user_text and req.chat_ctx.items[-1].type == "message":
+    last = req.chat_ctx.items[-1]
+    if "payments" in req.last_user_text and last.type == "message" and last.role == "user":
         return ToolCall("to_payments")
     reply = brain(req)
     if isinstance(reply, ToolCall) and reply.name not in req.tool_names:
@@ -356,3 +363,65 @@ async def test_a_question_forwarded_to_the_next_agent_can_be_answered_there() ->
         assert spoken(session)[-1] == "Result: booked the 8:15"
     assert desk.answers == ["yes, that works"]
     assert [e.status for e in rec.of("task_ended")] == ["succeeded"]
+
+
+def silent_on_questions(times: int) -> Any:
+    """`brain`, except that the first ``times`` replies meant to ask a question say
+    nothing (as an LLM that only calls a tool, or decides not to speak)."""
+    skipped = 0
+
+    def decide(req: LLMRequest) -> Any:
+        nonlocal skipped
+        named = named_outputs(req)
+        if named and any("needs the caller" in it.output for it in named) and skipped < times:
+            skipped += 1
+            return ""
+        return brain(req)
+
+    return decide
+
+
+async def test_a_question_the_llm_did_not_put_to_the_caller_is_asked_again() -> None:
+    desk = Desk()
+    session, runtime, rec = await start(desk, ScriptedLLM(silent_on_questions(1)), FAST)
+    async with session:
+        await session.run(user_input="book me a flight to Rome")
+        await asyncio.sleep(3)
+        assert spoken(session).count("The 7:40 is sold out. Would the 8:15 do?") == 1
+        await session.run(user_input="yes")
+        await runtime.settle(timeout=10)
+    assert desk.answers == ["yes"]
+    statuses = [(e.status, e.reason) for e in rec.of("reply_updated")]
+    assert statuses[:3] == [("scheduled", None), ("interrupted", "empty"), ("scheduled", None)]
+    assert spoken(session)[-1] == "Result: booked the 8:15"
+
+
+async def test_a_question_never_put_to_the_caller_ends_the_ask_with_question_not_asked() -> None:
+    """Every reply meant to ask says nothing: after ``max_redeliveries`` re-asks the
+    ask raises `QuestionNotAsked` instead of waiting for an answer that cannot come."""
+    problems: list[BaseException] = []
+
+    class Booking(Desk):
+        @function_tool
+        async def book(self, ctx: AsyncRunContext, city: str) -> str:
+            """Book a flight."""
+            try:
+                await ctx.ask("The 7:40 is sold out. Would the 8:15 do?")
+            except QuestionNotAsked as e:
+                problems.append(e)
+                return "could not confirm the 8:15: nothing was booked"
+            return "booked"
+
+    session, runtime, rec = await start(Booking(), ScriptedLLM(silent_on_questions(99)), FAST)
+    async with session:
+        await session.run(user_input="book me a flight to Rome")
+        await runtime.settle(timeout=10)
+    (problem,) = problems
+    assert problem.question_id == "call_1_question_1"
+    assert problem.reason == "max_redeliveries"
+    assert "could not be put to the caller" in str(problem)
+    assert [(e.status, e.reason) for e in rec.of("reply_updated") if e.status != "scheduled"][
+        :3
+    ] == [("interrupted", "empty"), ("interrupted", "empty"), ("interrupted", "empty")]
+    assert [e.status for e in rec.of("task_ended")] == ["succeeded"]
+    assert spoken(session)[-1] == "Result: could not confirm the 8:15: nothing was booked"

@@ -26,6 +26,7 @@ def test_public_names_snapshot() -> None:
         "AsyncToolOptions",
         "AsyncToolRuntime",
         "AttachError",
+        "QuestionNotAsked",
         "ReplyUpdated",
         "TaskEnded",
         "TaskInfo",
