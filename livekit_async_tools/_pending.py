@@ -231,21 +231,29 @@ class Pending:
 
     # -- removing ----------------------------------------------------------------------
 
-    def superseded(self, item: PendingItem) -> bool:
-        """True if a newer item of ``item``'s call exists (follow-ups and questions
-        never are: their owners withdraw them)."""
-        return (
+    def gone(self, item: PendingItem) -> str | None:
+        """Why ``item``, cut off or failed, must not be said again: its owner took it
+        back (``withdrawn``'s reason), or a newer item of its call exists
+        (``superseded``; follow-ups and questions never are: their owners withdraw
+        them); ``None`` if it may be re-delivered."""
+        if item.withdrawn is not None:
+            return item.withdrawn
+        newer = (
             item.kind not in ("follow_up", "question")
             and self._latest.get(item.call_id) is not item
         )
+        return "superseded" if newer else None
 
     def remove(self, items: list[PendingItem]) -> None:
         gone = set(map(id, items))
         self._items = [p for p in self._items if id(p) not in gone]
 
     def withdraw(self, items: list[PendingItem], reason: str) -> None:
-        """Take back those of ``items`` that still wait (reported ``skipped`` with
-        ``reason``): what they say no longer holds (a question was answered)."""
+        """Take back ``items``: what they say no longer holds (a question was answered).
+        Those that still wait are reported ``skipped`` with ``reason`` now; one a reply
+        carries is never re-delivered (if that reply is cut off, it is skipped then)."""
+        for p in items:
+            p.withdrawn = reason
         waiting = [p for p in items if p in self._items]
         if waiting:
             self.remove(waiting)

@@ -82,6 +82,9 @@ class PendingItem:
     """Event-loop time the last reply carrying the item was issued."""
     on_end: Callable[[str, str | None], None] | None = None
     """Told the item's terminal status and reason (its owner learns it was not said)."""
+    withdrawn: str | None = None
+    """Why its owner took it back (a question closed) while a reply carried it: that
+    reply may finish it, but it is never re-delivered."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -337,11 +337,12 @@ class DeliveryQueue:
         self.evaluate()
 
     def _requeue(self, items: list[PendingItem], speech_id: str, *, failed: bool) -> None:
-        """Put a cut or failed reply's items back, unless superseded or out of attempts."""
+        """Put a cut or failed reply's items back, unless withdrawn, superseded or out of
+        attempts."""
         again: list[PendingItem] = []
         for p in items:
-            if self.pending.superseded(p):
-                self._emit([p], "skipped", reason="superseded", speech_id=speech_id)
+            if (gone := self.pending.gone(p)) is not None:
+                self._finish([p], "skipped", reason=gone, speech_id=speech_id)
                 continue
             p.attempts += 1
             if p.attempts > self._services.options.max_redeliveries:

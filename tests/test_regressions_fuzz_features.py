@@ -232,3 +232,48 @@ def test_two_handing_off_results_ready_together_hand_off_one_at_a_time() -> None
     outcome = run_plan(plan)
     assert not violations(outcome, "H"), outcome.report()
     assert not outcome.violations, outcome.report()
+
+
+def test_a_question_closed_while_its_reply_is_spoken_is_not_asked_again() -> None:
+    """Was: the ask timed out while the reply asking its question was being spoken;
+    Questions withdrew the item, which only took back items still waiting, so when the
+    caller then cut that reply off the question went back to the queue and was asked
+    again, after its ask had ended (and while the next call's question was open). Now a
+    withdrawn item is marked, and a cut-off reply skips it with the withdrawal's reason
+    (``question_closed``). Seed 14013724."""
+    if not FAKE_VOICE_SUPPORTED:
+        pytest.skip("the plan needs a caller who speaks (FakeVoice, livekit-agents >= 1.5)")
+    plan = Plan(
+        seed=0,
+        settle_delay=0.05,
+        max_redeliveries=2,
+        on_handoff="forward",
+        control_tools="auto",
+        llm_delay=0.0,
+        word_time=0.05,
+        empty_rate=0.2,
+        n_agents=1,
+        voice=True,
+        tools=(ToolDef(ack_after=1.0, result_delivery="interrupt"),),
+        jobs=(
+            Job(ops=(), end="return", hooks=()),
+            Job(ops=(("update", "interrupt"), ("sleep", 0.5)), end="return", hooks=()),
+            Job(ops=(("ask", 3.0), ("update", "silent")), end="return", hooks=()),
+        ),
+        actions=(
+            (("cancel", 0, 0),),
+            (("tool", 0, 1, True, False), ("tool", 0, 2, False, False)),
+        ),
+        steps=(
+            (16.0, "on", "updated", 1.0, ("say", 1, 3.0)),
+            (18.0, "user", 1),
+            (25.0, "on", "started", 1.0, ("say", 1, 3.0)),
+            (28.0, "on", "ended", 1.0, ("user", 5)),
+        ),
+        decision_window=60.0,
+        overdue_choice="wait",
+    )
+    outcome = run_plan(plan)
+    assert not outcome.violations, outcome.report()
+    closed = [line for line in outcome.log if "skipped question_closed" in line]
+    assert closed, outcome.report()
