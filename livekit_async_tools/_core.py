@@ -190,6 +190,7 @@ class Core:
     def changed(self) -> None:
         """Wake `settle()` waiters once nothing runs and nothing is pending."""
         self._away.update()
+        self._holding.recheck()
         if self.idle_waiters and self.is_idle():
             waiters, self.idle_waiters = self.idle_waiters, []
             for fut in waiters:

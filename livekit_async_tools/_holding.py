@@ -61,8 +61,14 @@ class Holding:
         if self._services.options.hold_after is None or self._closed:
             return
         for follow_up_id in list(self._lines):
-            self._pending.withdraw_id(follow_up_id, "superseded")  # only if still waiting
+            self._pending.withdraw_id(follow_up_id, "superseded")  # never said (again)
         self._arm()
+
+    def recheck(self) -> None:
+        """The session's state changed: a line queued before a question to the caller
+        opened (``ctx.ask``, an overdue call) is withdrawn, not said with it."""
+        if self._lines and self._asking():
+            self.poke()
 
     def on_reply(self, event: ReplyUpdated) -> None:
         """A line's reply ended (or the line was withdrawn): its calls may get the next

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Literal, Protocol
 
@@ -59,6 +60,9 @@ class Pending:
         self._items: list[PendingItem] = []
         self._latest: dict[str, PendingItem] = {}
         self._follow_up_ids = itertools.count(1)
+        self._follow_ups: weakref.WeakValueDictionary[str, PendingItem] = (
+            weakref.WeakValueDictionary()
+        )
         self.closed = False
 
     def __bool__(self) -> bool:
@@ -164,18 +168,18 @@ class Pending:
         if self.closed:
             raise RuntimeError("the session is closed; the follow-up was not queued")
         follow_up_id = f"follow_up_{next(self._follow_up_ids)}"
-        self._admit(
-            PendingItem(
-                call_id=follow_up_id,
-                kind="follow_up",
-                origin=origin,
-                on_handoff=on_handoff,
-                delivery="when_idle",
-                item_id=follow_up_id,
-                text=text,
-                mode=mode,
-            )
+        item = PendingItem(
+            call_id=follow_up_id,
+            kind="follow_up",
+            origin=origin,
+            on_handoff=on_handoff,
+            delivery="when_idle",
+            item_id=follow_up_id,
+            text=text,
+            mode=mode,
         )
+        self._follow_ups[follow_up_id] = item
+        self._admit(item)
         self._wake()
         return follow_up_id
 
@@ -259,9 +263,11 @@ class Pending:
             self.remove(waiting)
             self._report(waiting, "skipped", reason=reason)
 
-    def withdraw_id(self, item_id: str, reason: str) -> None:
-        """`withdraw` the waiting item with this id (a follow-up's id)."""
-        self.withdraw([p for p in self._items if p.item_id == item_id], reason)
+    def withdraw_id(self, follow_up_id: str, reason: str) -> None:
+        """`withdraw` the follow-up with this id, waiting or being said."""
+        item = self._follow_ups.get(follow_up_id)
+        if item is not None:
+            self.withdraw([item], reason)
 
     def drop_call(self, call_id: str, reason: str) -> None:
         """Drop the pending items of one call (e.g. it was cancelled at handoff)."""
