@@ -313,14 +313,15 @@ class FrontDesk(Agent):
     """Its booking follows the caller when they are handed to an agent that has no
     background tool of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 2.0) -> None:
         super().__init__(instructions="front desk")
         self.answers: list[str] = []
+        self.delay = delay
 
     @function_tool(on_handoff="forward")
     async def book(self, ctx: AsyncRunContext, city: str) -> str:
         """Book a flight."""
-        await asyncio.sleep(2)
+        await asyncio.sleep(self.delay)
         self.answers.append(await ctx.ask("The 7:40 is sold out. Would the 8:15 do?"))
         return "booked the 8:15"
 
