@@ -1,6 +1,6 @@
 """The interleaving fuzzer (tests/fuzz) in the test suite: a bounded hypothesis run
-with a fixed seed and one derived from today's date, and a check that the oracle
-notices a gate that opens too early.
+with a fixed seed and one derived from today's date, and checks that the oracle
+notices a gate that opens too early and holding lines that break their rules.
 
 Each example is a random plan run in a real text- or voice-mode `AgentSession` on
 a virtual clock; a violated invariant fails the test with the minimal plan
@@ -14,14 +14,16 @@ a failure gets at most ``FUZZ_SHRINK_SECONDS`` more (default 15 s).
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 
-from livekit_async_tools import gate
+from livekit_async_tools import _holding, gate
 
 from .fuzz.harness import Outcome, run_plan
 from .fuzz.plan import Plan, plans, random_plan
@@ -117,3 +119,49 @@ def test_oracle_sees_a_gate_that_opens_too_early(
     )
     _seed, outcome = caught
     assert any(v.invariant == "3" for v in outcome.violations)
+
+
+def _never_asking(self: Any, *args: Any, **kwargs: Any) -> None:
+    """`Holding.__init__` with a question check that always says no question is open."""
+    bound = inspect.signature(_REAL_HOLDING_INIT).bind(self, *args, **kwargs)
+    bound.arguments["asking"] = lambda: False
+    _REAL_HOLDING_INIT(*bound.args, **bound.kwargs)
+
+
+def _poke_without_withdrawal(self: Any) -> None:
+    """`Holding.poke` that starts the silence over but leaves a queued line in place."""
+    if self._services.options.hold_after is None or self._closed:
+        return
+    self._arm()
+
+
+_REAL_HOLDING_INIT = _holding.Holding.__init__
+_HOLDING_BREAKS: dict[str, tuple[str, Callable[..., Any]]] = {
+    "question-check": ("__init__", _never_asking),
+    "withdrawal": ("poke", _poke_without_withdrawal),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(_HOLDING_BREAKS))
+def test_oracle_sees_a_holding_line_that_breaks_its_rules(
+    monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    """Invariant L can fail: with `Holding`'s question check always saying no (lines
+    while a question is open), or its pokes no longer withdrawing a queued line (lines
+    after the caller spoke, too soon after a poke, after their calls ended), some plan
+    of the first few hundred shows a violation of L the real engine does not."""
+    name, fake = _HOLDING_BREAKS[broken]
+    assert "asking" in inspect.signature(_REAL_HOLDING_INIT).parameters
+    assert hasattr(_holding.Holding, "poke") and hasattr(_holding.Holding, "_arm")
+    budget = 400
+    for s in range(budget):
+        plan = random_plan(s)
+        if plan.hold_after is None:
+            continue
+        with monkeypatch.context() as m:
+            m.setattr(_holding.Holding, name, fake)
+            broken_run = run_plan(plan)
+        if "L" in broken_run.invariants and "L" not in run_plan(plan).invariants:
+            assert any(v.invariant == "L" for v in broken_run.violations)
+            return
+    pytest.fail(f"with Holding.{name} broken ({broken}), {budget} plans showed no new L violation")

@@ -27,7 +27,7 @@ import time
 import types
 import warnings
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from livekit_async_tools import (
     AskTimeout,
     AsyncRunContext,
     AsyncToolOptions,
+    QuestionNotAsked,
     attach,
     function_tool,
 )
@@ -46,7 +47,7 @@ from livekit_async_tools._compat import SILENT_AGENT_CLOSE
 from livekit_async_tools.testing import FakeVoice, LLMRequest, ScriptedLLM, ToolCall
 from livekit_async_tools.testing._fake_voice import FAKE_VOICE_SUPPORTED
 
-from .oracle import TERMINAL, CallRec, Oracle, Violation, is_closed
+from .oracle import HOLD_MARKER, TERMINAL, CallRec, Oracle, Violation, is_closed
 from .plan import Plan, ToolDef
 
 __all__ = ["Outcome", "run_plan"]
@@ -61,6 +62,8 @@ TRANSCRIPTION_ALLOWANCE = 1.0
 """Seconds after livekit's maximum endpointing delay a caller's turn may still be
 committed (DESIGN section 4: the bounded wait for a caller turn)."""
 DELIVERY_MARKERS = ("Background results", "cut off while telling", "FU#")
+HOLD_LINE = "Still on it, thanks for holding."
+"""What the scripted LLM says for a holding line (recognisable in the transcript)."""
 NAMED_ITEMS = re.compile(r"\b(c\d+)_(question|overdue)_(\d+)\b")
 """Question and overdue items a deferred reply's instructions name."""
 
@@ -269,6 +272,19 @@ class Harness:
         if hasattr(self, "oracle"):
             self.oracle.note(text)
 
+    def make_follow_up(self, make: Callable[[], str]) -> str:
+        """Call ``follow_up()`` (``make``) so the oracle tells its events from a holding
+        line's; the caller passes the returned id to ``oracle.add_follow_up``."""
+        self.oracle.making_follow_up += 1
+        try:
+            fid = make()
+        except BaseException:
+            self.oracle.making_follow_up -= 1
+            self.oracle.adopt_lines()
+            raise
+        self.oracle.making_follow_up -= 1
+        return fid
+
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"fuzz:{name}")
         self.background.add(task)
@@ -346,7 +362,9 @@ class Harness:
             elif op[0] == "update":
                 await ctx.update(f"progress {n} of {cid}", delivery=op[1])
             elif op[0] == "follow_up":
-                fid = ctx.follow_up(f"FU# ask about {cid}", mode=op[1])
+                fid = self.make_follow_up(
+                    functools.partial(ctx.follow_up, f"FU# ask about {cid}", mode=op[1])
+                )
                 self.oracle.add_follow_up(fid, ctx.origin, self.plan.policy(tool))
             elif op[0] == "steer":
                 ctx.steer(f"note about {cid}")
@@ -367,7 +385,10 @@ class Harness:
         cid = ctx.call_id
         n = self.ask_counts[cid] = self.ask_counts.get(cid, 0) + 1
         qid = f"{cid}_question_{n}"
-        queued = self.plan.control_tools != "never" and not self.oracle.closed
+        # ask() refuses a call already being stopped (e.g. once an earlier question
+        # could not be asked and the tool went on)
+        live = any(t.call_id == cid and t.state != "stopping" for t in self.runtime.tasks)
+        queued = self.plan.control_tools != "never" and not self.oracle.closed and live
         self.oracle.ask_started(cid, qid, timeout, queued)
         try:
             answer = await ctx.ask(f"Q{n} of {cid}: shall I go on?", timeout=timeout)
@@ -376,6 +397,8 @@ class Harness:
         except asyncio.CancelledError:
             self.oracle.ask_ended(qid, "cancelled", None)
             raise
+        except QuestionNotAsked as e:  # its reply never said it, or its origin closed
+            self.oracle.ask_ended(qid, "not_asked", e.reason)
         except RuntimeError as e:
             self.oracle.ask_ended(qid, "refused", str(e))
         else:
@@ -430,6 +453,13 @@ class Harness:
         everything = req.instructions  # livekit < 1.5 puts a reply's instructions first
         if any(m in everything for m in DELIVERY_MARKERS):
             self.named_items(everything)
+        if HOLD_MARKER in everything:  # a holding line (with whatever it was batched with)
+            self.oracle.line_requested()
+            if self.rnd.random() < self.plan.empty_rate:
+                return ""
+            if any(m in text for m in DELIVERY_MARKERS[:2]):
+                return f"{HOLD_LINE} Result: " + " ".join(["news"] * self.rnd.randint(2, 9))
+            return HOLD_LINE
         if any(m in text for m in DELIVERY_MARKERS):
             if self.rnd.random() < self.plan.empty_rate:
                 return ""
@@ -566,8 +596,9 @@ class Harness:
                 )
                 self.background.add(self.run_task)
                 self.run_task.add_done_callback(self.background.discard)
-            else:
-                self.reply(user_input=text)
+                self.oracle.caller_turn()
+            elif self.reply(user_input=text) is not None:
+                self.oracle.caller_turn()
         except RuntimeError as e:
             self.note(f"user turn refused: {e}")
             if run:
@@ -623,7 +654,11 @@ class Harness:
         elif kind == "follow_up":
             origin = self.current()
             try:
-                fid = self.runtime.follow_up(f"FU# app follow-up at {_at}", mode=args[0])
+                fid = self.make_follow_up(
+                    functools.partial(
+                        self.runtime.follow_up, f"FU# app follow-up at {_at}", mode=args[0]
+                    )
+                )
             except RuntimeError as e:
                 self.note(f"follow_up refused: {e}")
             else:
@@ -907,6 +942,7 @@ class Harness:
                 max_redeliveries=plan.max_redeliveries,
                 on_handoff=plan.on_handoff,  # type: ignore[arg-type]
                 control_tools=plan.control_tools,  # type: ignore[arg-type]
+                hold_after=plan.hold_after,
             ),
         )
         self.agents = [self.agent_cls(self, i) for i in range(plan.n_agents)]
@@ -921,6 +957,7 @@ class Harness:
             overdue_timeout=self.overdue_timeout,
             decision_window=plan.decision_window,
             job_end=self.job_end,
+            hold_after=plan.hold_after,
         )
         for i, agent in enumerate(self.agents):
             oracle.agent_names[id(agent)] = f"A{i}"

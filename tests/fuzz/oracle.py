@@ -38,6 +38,34 @@ T. ``on_timeout="ask"``: an overdue call ends by finishing, by a cancel, or as
 H. Handoff from a call's result: the returned agent takes over at most once, only if
    the origin was current when the result was delivered, and then holds the call's
    result pair (``<call_id>_result`` call and output) exactly once.
+L. Holding lines (``hold_after``; a line is a follow-up the app and the tools did not
+   make, seen in its first ``reply_updated``):
+
+   a. a line's reply is scheduled only while some call started by the current (the
+      speaking) agent has no ``task_ended`` yet;
+   b. ... and not while a question is open: a ``ctx.ask`` that has not returned, or an
+      overdue call (``on_timeout="ask"``) surely past its deadline and still running,
+      within its decision window, with no ``extend_task`` for it on its way;
+   c. with ``hold_after`` unset there is no line, and the LLM is never asked for one;
+      the LLM is asked for one only while a line's reply is under way (scheduled);
+   d. a line is never scheduled (again) once the caller spoke (``user_state``
+      ``speaking``, a user message, a user turn the app started) after it was queued:
+      not after the caller talked past it, not after the caller cut it off;
+   e. no poke (``agent_state_changed``, ``user_state_changed``,
+      ``function_tools_executed``, ``task_started``, ``task_ended``: the events that
+      start the silence over) at an instant in the ``hold_after`` seconds before a
+      line's first event: the line was queued ``hold_after`` after the last of them,
+      and any of them later withdraws it (``skipped``) before it is scheduled.
+
+   The oracle cannot see when a line is queued (no event says so). (e) needs none:
+   every poke from ``hold_after`` before the queueing to its first event would have
+   re-armed the timer or withdrawn it. (d) bounds the queueing by the last poke or
+   line end (which also restarts the silence) before the line's first event, plus
+   ``hold_after``; it is checked only after that bound, so it judges no speech the
+   engine may not have seen. Events at the very instant of a line event are not
+   judged (on livekit < 1.5 session handlers run in no set order). (b) is checked
+   when the reply is scheduled, where the docs promise it ("no line is said"), not
+   only when the line is queued.
 """
 
 from __future__ import annotations
@@ -59,6 +87,9 @@ if TYPE_CHECKING:
     from livekit_async_tools import AsyncToolRuntime
 
 TERMINAL = ("delivered", "skipped", "dropped")
+HOLD_MARKER = "keep them company"
+"""Text of the default ``hold_template``: the instructions of a holding line's reply."""
+EPS = 1e-6
 HOOKS_WITHIN = 4.0
 """``on_cancel`` hooks taking this long in all must complete before ``task_ended``
 (the engine may cut longer ones: they are bounded)."""
@@ -128,6 +159,9 @@ class CallRec:
     handoff_end: str | None = None
     deliveries: list[tuple[float, bool]] = field(default_factory=list)
     entered: int = 0
+    # a holding line (a follow-up the engine made)
+    line: bool = False
+    queued_by: float = 0.0  # the line was queued no later than this (virtual time)
 
 
 @dataclass(eq=False)
@@ -183,6 +217,7 @@ class Oracle:
         overdue_timeout: Callable[[str], float | None] = lambda _t: None,
         decision_window: float = 60.0,
         job_end: Callable[[str], str | None] = lambda _c: None,
+        hold_after: float | None = None,
     ) -> None:
         self.session = session
         self.runtime = runtime
@@ -214,6 +249,11 @@ class Oracle:
         self.queue: list[AskRec] = []
         self.passes: list[PassRec] = []
         self.pass_by_call: dict[str, PassRec] = {}
+        self.hold_after = hold_after
+        self.making_follow_up = 0  # the app or a tool is inside follow_up()
+        self.pokes: list[float] = []  # times of events that start the silence over
+        self.line_ends: list[float] = []  # times a line's reply reached a final status
+        self.caller_spoke: list[float] = []  # times the caller spoke (or a turn began)
         for name in ("task_started", "task_updated", "task_ended", "reply_updated"):
             runtime.on(name, getattr(self, f"_on_{name}"))  # type: ignore[call-overload]
         session.on("speech_created", self._on_speech_created)
@@ -254,6 +294,7 @@ class Oracle:
 
     def _on_task_started(self, ev: TaskStarted) -> None:
         idx = self.note(f"task_started {ev.call_id} {ev.tool_name}")
+        self.pokes.append(self.loop.time())
         if ev.call_id in self.calls:
             self.fail("1", f"task_started twice for {ev.call_id}")
             return
@@ -297,6 +338,7 @@ class Oracle:
 
     def _on_task_ended(self, ev: TaskEnded) -> None:
         idx = self.note(f"task_ended {ev.call_id} {ev.status} {ev.error!r}")
+        self.pokes.append(self.loop.time())
         rec = self.calls.get(ev.call_id)
         if rec is None:
             self.fail("1", f"task_ended for {ev.call_id} before task_started")
@@ -340,6 +382,19 @@ class Oracle:
         rec.items.append(Item("follow_up", produced, "when_idle"))
         rec.unsent = 1
         self.calls[follow_up_id] = rec
+        self.adopt_lines()
+
+    def adopt_lines(self) -> None:
+        """The app's or a tool's ``follow_up()`` returned: the other follow-ups reported
+        meanwhile are holding lines (e.g. dropped by a lifecycle check it made)."""
+        for cid in [c for c in self.orphans if c.startswith("follow_up_")]:
+            replies = self.orphans.pop(cid)
+            rec = self._line(cid, replies[0][0], judge=False)
+            rec.replies = replies
+            if any(s == "scheduled" for _i, s in replies) or replies[-1][1] not in TERMINAL:
+                rec.unsent = 0
+            if any(s in TERMINAL for _i, s in replies):
+                self.line_ends.append(self.loop.time())
 
     def _on_reply_updated(self, ev: ReplyUpdated) -> None:
         idx = self.note(
@@ -356,10 +411,16 @@ class Oracle:
                 and (ev.status == "scheduled" or (ev.status == "delivered" and not ev.speech_id))
             ):
                 rec.deliveries.append((self.loop.time(), rec.origin is self.current()))
+            if rec is None and cid.startswith("follow_up_") and not self.making_follow_up:
+                rec = self._line(cid, idx, judge=True)
             if rec is None:
                 # a follow-up's id is known once follow_up() returns
                 self.orphans.setdefault(cid, []).append((idx, ev.status))
                 continue
+            if rec.line and ev.status == "scheduled":
+                if rec.origin is None:
+                    rec.origin = self.current()  # only its origin may speak it
+                self._check_line_scheduled(rec)
             # a cut reply's items are re-delivered, even if other replies of the call
             # were reported since (e.g. an overdue question withdrawn by an extension)
             since = [st for _i, st in reversed(rec.replies)]
@@ -382,6 +443,10 @@ class Oracle:
                 or (ev.status == "delivered" and ev.speech_id is None)
             ):
                 rec.unsent = 0  # a bare handoff is delivered without a speech
+        if ev.status in TERMINAL and any(
+            (r := self.calls.get(c)) is not None and r.line for c in ev.call_ids
+        ):
+            self.line_ends.append(self.loop.time())
         if ev.status == "scheduled":
             self._check_scheduled(ev)
         elif ev.status == "delivered":
@@ -568,11 +633,15 @@ class Oracle:
 
     def _on_state(self, ev: Any) -> None:
         self.note(f"agent_state {ev.old_state} -> {ev.new_state}")
+        self.pokes.append(self.loop.time())
         if ev.new_state == "listening":
             self.on_event("listening")
 
     def _on_user_state(self, ev: Any) -> None:
         self.note(f"user_state {ev.old_state} -> {ev.new_state}")
+        self.pokes.append(self.loop.time())
+        if ev.new_state == "speaking":
+            self.caller_spoke.append(self.loop.time())
 
     def voice_turn(self, text: str, allowance: float) -> None:
         """The caller stopped speaking after saying ``text``: their turn is pending
@@ -585,6 +654,7 @@ class Oracle:
         it = ev.item
         if isinstance(it, llm.ChatMessage) and it.role == "user":
             self.voice_turn_until = None
+            self.caller_spoke.append(self.loop.time())
         text = (getattr(it, "text_content", None) or "")[:60]
         self.note(f"item {getattr(it, 'role', it.type)}: {text!r}")
 
@@ -689,6 +759,7 @@ class Oracle:
         self.note(f"LLM {tool} {target} {value!r}")
 
     def _on_tools_executed(self, ev: Any) -> None:
+        self.pokes.append(self.loop.time())
         outputs = list(ev.function_call_outputs)
         for i, fc in enumerate(ev.function_calls):
             rec_p = self.pass_by_call.get(fc.call_id)
@@ -700,6 +771,9 @@ class Oracle:
             rec_p.shared = len(ev.function_calls) > 1
             self.note(f"{rec_p.tool} {rec_p.target} -> {'ok' if rec_p.ok else 'error'}")
             if rec_p.tool == "extend_task" and rec_p.ok:
+                call = self.calls.get(rec_p.target)
+                if call is not None and call.overdue_open:
+                    rec_p.closed = False  # overdue by the time the tool ran (LLM delay)
                 self._extended(rec_p)
             if rec_p.tool == "cancel_task" and not rec_p.ok:
                 call = self.calls.get(rec_p.target)
@@ -748,6 +822,8 @@ class Oracle:
                 self.note(f"{qid}: answer accepted, then its call stopped before it resumed")
             elif ask.outcome == "refused" and not self.closed and ask.put:
                 self.fail("Q", f"ask {qid} raised RuntimeError: {ask.detail}")
+            elif ask.outcome == "not_asked" and ok:
+                self.fail("Q", f"ask {qid} raised QuestionNotAsked, yet answer_question accepted")
             if len(ok) > 1:
                 self.fail("Q", f"answer_question accepted {len(ok)} answers for {qid}")
         for p in self.passes:
@@ -827,6 +903,116 @@ class Oracle:
                 f"{rec.call_id} (on_timeout=ask) timed out "
                 f"{rec.window_lo - now:.2f} s before its decision window passed",
             )
+
+    # -- holding lines (invariant L) -------------------------------------------------------
+
+    def _line(self, cid: str, idx: int, *, judge: bool) -> CallRec:
+        """A holding line, seen first in the event logged at ``idx`` (now, if ``judge``)."""
+        now = self.loop.time()
+        rec = CallRec(
+            call_id=cid,
+            tool="hold",
+            policy="cancel",  # the engine queues lines with on_handoff="cancel"
+            origin=None,
+            started=idx,
+            acked=True,
+            follow_up=True,
+            line=True,
+        )
+        rec.items.append(Item("line", idx - 1, "when_idle"))
+        rec.unsent = 1
+        self.calls[cid] = rec
+        self.note(f"{cid} is a holding line")
+        rec.queued_by = now
+        h = self.hold_after
+        if h is None:
+            self.fail("L", f"holding line {cid} although hold_after is unset")
+            return rec
+        if not judge:
+            return rec
+        # (e) every poke from hold_after before the queueing on re-armed the timer, and
+        # every one after it withdrew the line: none in the hold_after before now
+        recent = [t for t in self.pokes if now - h + EPS < t < now - EPS]
+        if recent:
+            self.fail(
+                "L",
+                f"holding line {cid} first reported {now - max(recent):.3f} s after a poke "
+                f"(hold_after={h:g})",
+            )
+        # (d) queued hold_after after the last poke or line end (either restarts the
+        # silence), no later than now
+        last = max((t for t in (*self.pokes, *self.line_ends) if t < now - EPS), default=None)
+        if last is not None:
+            rec.queued_by = min(now, last + h)
+        return rec
+
+    def _check_line_scheduled(self, rec: CallRec) -> None:
+        now = self.loop.time()
+        cid = rec.call_id
+        current = self.current()
+        live = [
+            r
+            for r in self.calls.values()
+            if not r.follow_up and r.ended is None and r.origin is current
+        ]
+        if not live:
+            self.fail(
+                "L",
+                f"holding line {cid} scheduled for {self.name(current)}, none of whose "
+                "calls still runs",
+            )
+        open_now = self._open_questions()
+        if open_now:
+            self.fail(
+                "L", f"holding line {cid} scheduled while a question is open ({','.join(open_now)})"
+            )
+        spoke = [t for t in self.caller_spoke if rec.queued_by + EPS < t < now - EPS]
+        if spoke:
+            self.fail(
+                "L",
+                f"holding line {cid} scheduled {now - max(spoke):.3f} s after the caller "
+                f"spoke, which was after the line was queued (by {rec.queued_by - self.t0:.3f})",
+            )
+
+    def _open_questions(self) -> list[str]:
+        """Questions surely open in the engine now: asks that have not returned, and
+        overdue calls surely past their deadline (the latest it may be), running, within
+        their decision window, with no extend_task on its way."""
+        now = self.loop.time()
+        found = [a.question_id for a in self.asks.values() if a.outcome is None]
+        running = {t.call_id for t in self.runtime.tasks if t.state == "running"}
+        for rec in self.calls.values():
+            if (
+                rec.overdue_open
+                and rec.ended is None
+                and rec.call_id in running
+                and rec.deadline is not None
+                and now > rec.deadline + EPS
+                and rec.window_lo is not None
+                and now < rec.window_lo - EPS
+                and not any(
+                    p.tool == "extend_task" and p.target == rec.call_id and p.ok is None
+                    for p in self.passes
+                )
+            ):
+                found.append(f"{rec.call_id}_overdue_{rec.overdue}")
+        return found
+
+    def line_requested(self) -> None:
+        """The LLM was asked for a holding line (the reply's instructions hold the
+        rendered ``hold_template``)."""
+        self.note("the LLM is asked for a holding line")
+        if self.hold_after is None:
+            self.fail("L", "the LLM was asked for a holding line although hold_after is unset")
+            return
+        if not any(
+            r.line and r.replies and r.replies[-1][1] == "scheduled" for r in self.calls.values()
+        ):
+            self.fail("L", "the LLM was asked for a holding line, yet no line's reply is under way")
+
+    def caller_turn(self) -> None:
+        """The app started a caller turn (text)."""
+        self.caller_spoke.append(self.loop.time())
 
     # -- handoffs from results (invariant H) -----------------------------------------------
 

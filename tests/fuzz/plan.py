@@ -9,6 +9,7 @@ and the CLI (`random_plan`, a seeded `random.Random`, much cheaper per plan).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -127,6 +128,9 @@ class Plan:
     """Seconds after the overdue question until the caller decides."""
     extend_seconds: float = 5.0
     """Seconds each ``extend_task`` of the caller's decision adds."""
+    hold_after: float | None = None
+    """``AsyncToolOptions.hold_after``: seconds of silence while a call of the current
+    agent runs before that agent says a holding line (``None``: never)."""
 
     def policy(self, tool_index: int) -> str:
         """The effective ``on_handoff`` policy of tool ``tool_index``."""
@@ -184,6 +188,8 @@ class HypothesisDraw:
 
 DELIVERIES = ("when_idle", "interrupt", "silent")
 SLEEPS = (0.1, 0.5, 1.5, 4.0, 12.0)
+HOLD_FRACTIONS = (0.1, 0.25, 0.05, 0.5)
+"""``hold_after`` as a share of the longest job's sleeps (then kept within 0.5 to 5 s)."""
 
 
 def _tool_def(d: Draw) -> ToolDef:
@@ -314,6 +320,40 @@ def _args(d: Draw, kind: str, n_actions: int, n_agents: int, at: float = 0.0) ->
     return (at, kind)
 
 
+def _holding(
+    d: Draw,
+    jobs: tuple[Job, ...],
+    actions: tuple[tuple[Part, ...], ...],
+    steps: list[Step],
+    voice: bool,
+) -> tuple[float | None, tuple[Job, ...]]:
+    """``hold_after`` for 30% of plans, and their jobs (``steps`` may get one more).
+
+    A holding line needs a call that runs a while: most of those plans get a long sleep
+    in a job some response calls, and a caller turn asking for that response early on.
+    ``hold_after`` (0.5 to 5 virtual seconds) is a share of the longest called job's
+    sleeps, so lines are said, withdrawn and cut within the plan."""
+    if not d.flag(0.3):
+        return None, jobs
+    calls = [
+        (a, part[2] % len(jobs))
+        for a, action in enumerate(actions)
+        for part in action
+        if part[0] == "tool"
+    ]
+    if calls and d.flag(0.7):
+        a, j = d.choice(calls)
+        ops = jobs[j].ops
+        at = d.int(0, len(ops))
+        long = (*ops[:at], ("sleep", d.choice((4.0, 12.0))), *ops[at:])
+        jobs = (*jobs[:j], dataclasses.replace(jobs[j], ops=long), *jobs[j + 1 :])
+        when = d.int(0, 100) / 10
+        steps.append((when, "say", a, 0.6) if voice else (when, d.choice(("user", "run")), a))
+    called = sorted({j for _a, j in calls}) or range(len(jobs))
+    longest = max(sum(op[1] for op in jobs[j].ops if op[0] == "sleep") for j in called)
+    return min(max(round(d.choice(HOLD_FRACTIONS) * longest, 1), 0.5), 5.0), jobs
+
+
 def draw_plan(d: Draw) -> Plan:
     """Draw one plan."""
     seed = d.int(0, 2**16)
@@ -339,6 +379,10 @@ def draw_plan(d: Draw) -> Plan:
     overdue_choice = d.choice(("extend", "cancel", "wait", "mixed"))
     overdue_delay = d.choice((1.0, 0.0, 4.0))
     extend_seconds = d.choice((5.0, 1.0, 30.0))
+    # drawn last, so a seed's plan without hold_after is what it was before holding
+    # lines were fuzzed
+    hold_after, jobs = _holding(d, jobs, actions, steps, voice)
+    steps.sort(key=lambda s: s[0])
     return Plan(
         seed=seed,
         settle_delay=settle_delay,
@@ -359,6 +403,7 @@ def draw_plan(d: Draw) -> Plan:
         overdue_choice=overdue_choice,
         overdue_delay=overdue_delay,
         extend_seconds=extend_seconds,
+        hold_after=hold_after,
     )
 
 

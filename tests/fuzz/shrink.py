@@ -2,7 +2,8 @@
 
 Greedy passes, repeated while one helps and the time budget lasts: drop steps,
 drop action parts / job ops / hooks, drop trailing tools, jobs and actions, reset
-plan and tool options to their defaults, shorten sleeps. A candidate is kept if
+plan and tool options to their defaults (``hold_after`` to ``None``: no holding
+lines), round ``hold_after`` to whole seconds, shorten sleeps. A candidate is kept if
 it still shows a violation with the same signature (invariant + message shape).
 """
 
@@ -94,6 +95,9 @@ def _candidates(plan: Plan) -> Iterator[Plan]:
             if simpler.on_timeout == "ask" and simpler.timeout is None:
                 continue
             yield rep(plan, tools=_replace_at(plan.tools, t, simpler))
+    # a rounder hold_after
+    if plan.hold_after is not None and plan.hold_after > 1.0 and plan.hold_after % 1:
+        yield rep(plan, hold_after=float(round(plan.hold_after)))
     # step times earlier (rounded)
     for i, step in enumerate(plan.steps):
         if step[0] >= 1.0 and step[0] != round(step[0]):
