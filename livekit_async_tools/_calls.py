@@ -55,12 +55,18 @@ class Calls:
     def infos(self) -> tuple[TaskInfo, ...]:
         return tuple(call.info() for call in self._calls.values())
 
-    def reach(self, agent: Agent) -> bool:
-        """Some live call's items are recorded into ``agent`` now: it is the call's
+    def serving(self, agent: Agent | None) -> tuple[TaskInfo, ...]:
+        """The live calls whose items are recorded into ``agent`` now: it is their
         origin, or the current agent a call of a closed origin is forwarded to."""
-        return any(
-            self._gate.record_target(c.origin, c.on_handoff) is agent for c in self._calls.values()
+        return tuple(
+            c.info()
+            for c in self._calls.values()
+            if agent is not None and self._gate.record_target(c.origin, c.on_handoff) is agent
         )
+
+    def reach(self, agent: Agent) -> bool:
+        """Some live call's items are recorded into ``agent`` now (`serving`)."""
+        return bool(self.serving(agent))
 
     def overdue(self) -> bool:
         """Some call is past its deadline, its caller asked whether to keep waiting."""

@@ -78,7 +78,7 @@ class Core:
             session,
             self.gate,
             self.delivery.pending,
-            self.calls.infos,
+            self.calls.serving,
             lambda: len(self.questions) > 0 or self.calls.overdue(),
         )
         self.listeners["task_started"].append(lambda _ev: self._holding.poke())
@@ -226,6 +226,7 @@ class Core:
             return
         self.calls.cancel_handed_off(self.delivery.pending.drop_call)
         self._control_tools.schedule()  # a call forwarded to the current agent
+        self._holding.poke()
         self.gate.watch_closing(self.options.settle_delay)
         self.delivery.on_lifecycle()
 

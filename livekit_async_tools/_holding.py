@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from livekit.agents import AgentSession
+from livekit.agents import Agent, AgentSession
 
 from ._pending import Pending
 from ._ports import Services
@@ -21,9 +21,10 @@ _TERMINAL = ("delivered", "skipped", "dropped")
 
 class Holding:
     """After ``hold_after`` seconds in which nobody spoke (not the caller, not the
-    agent, no reply under way) while background calls of the current agent run, that
-    agent says one short holding line: a follow-up from ``hold_template`` about every
-    such call, spoken through the gate like any other.
+    agent, no reply under way) while background calls whose results the current agent
+    will speak run (its own, or calls forwarded to it from an origin handed off for
+    good), that agent says one short holding line: a follow-up from ``hold_template``
+    about every such call, spoken through the gate like any other.
 
     A line belongs to the silence it was queued in. Anything that happens before its
     reply starts (the caller or the agent speaking, a reply, a call starting or ending:
@@ -41,14 +42,14 @@ class Holding:
         session: AgentSession[Any],
         gate: Gate,
         pending: Pending,
-        live: Callable[[], tuple[TaskInfo, ...]],
+        serving: Callable[[Agent | None], tuple[TaskInfo, ...]],
         asking: Callable[[], bool],
     ) -> None:
         self._services = services
         self._session = session
         self._gate = gate
         self._pending = pending
-        self._live = live
+        self._serving = serving
         self._asking = asking
         self._timer: asyncio.TimerHandle | None = None
         # follow-up id -> the calls it is about, until its reply reached a final status
@@ -88,13 +89,13 @@ class Holding:
             self._timer = asyncio.get_running_loop().call_later(after, self._silent)
 
     def _waiting(self) -> list[TaskInfo]:
-        """The running calls of the current agent that no line is about yet."""
-        current = self._gate.current()
+        """The running calls whose results the current agent will speak (its own, or
+        calls forwarded to it) that no line is about yet."""
         held = {c for calls in self._lines.values() for c in calls}
         return [
             t
-            for t in self._live()
-            if t.origin is current and t.state == "running" and t.call_id not in held
+            for t in self._serving(self._gate.current())
+            if t.state == "running" and t.call_id not in held
         ]
 
     def _silent(self) -> None:
@@ -114,8 +115,11 @@ class Holding:
             seconds=after,
             progress=_progress(calls),
         )
+        current = self._gate.current()
+        if current is None:
+            return
         follow_up_id = self._pending.add_follow_up(
-            text, origin=calls[0].origin, on_handoff="cancel", mode="all"
+            text, origin=current, on_handoff="cancel", mode="all"
         )
         self._lines[follow_up_id] = frozenset(t.call_id for t in calls)
 

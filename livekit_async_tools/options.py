@@ -167,7 +167,8 @@ class AsyncToolOptions:
         max_tasks_per_session: Live background calls allowed at once per session.
         max_redeliveries: How often an interrupted deferred reply is re-delivered.
         hold_after: Seconds of silence (nobody speaking, no reply under way) while a
-            background call of the current agent runs, after which that agent says one
+            background call whose result the current agent will speak runs (its own,
+            or one forwarded to it), after which that agent says one
             short holding line: a follow-up from ``hold_template`` (placeholders
             ``{tool_names}``, ``{seconds}``, ``{progress}``), spoken through the gate,
             at most once per interval, withdrawn if the result or any speech comes

@@ -338,3 +338,43 @@ async def test_in_a_voice_call_a_line_cut_off_by_the_caller_is_not_said_again() 
         assert later and later[0].start >= stopped + 10
         assert not [o for o in call.voice.overlaps() if o.agent_started_it]
         await call.runtime.settle(timeout=60)
+
+
+class Lobby(Agent):
+    """Has no background tool: a call forwarded to it is still one the caller waits on."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="lobby")
+
+
+class ForwardingDesk(Desk):
+    @function_tool
+    async def to_lobby(self) -> Agent:
+        """Hand the caller to the lobby."""
+        return Lobby()
+
+
+def lobby_brain(req: LLMRequest) -> Any:
+    last = req.chat_ctx.items[-1]
+    if "lobby" in req.last_user_text and last.type == "message" and last.role == "user":
+        return ToolCall("to_lobby")
+    return brain(req)
+
+
+async def test_the_agent_a_call_is_forwarded_to_keeps_the_caller_company() -> None:
+    """The origin handed the caller off for good (``on_handoff="forward"``): the new
+    agent will speak the result, so it says the holding line too."""
+    llm_ = ScriptedLLM(lobby_brain)
+    session, runtime, rec = await start(ForwardingDesk(work=35), llm_, HOLD)
+    async with session:
+        await session.run(user_input="search flights")
+        await session.run(user_input="take me to the lobby")
+        assert isinstance(session.current_agent, Lobby)
+        await asyncio.sleep(10.5)
+        assert spoken(session)[-1] == LINE
+        (line,) = holding_requests(llm_)
+        assert line.instructions.startswith("lobby")
+        assert "waiting in silence for 10 seconds for search" in line.instructions
+        await runtime.settle(timeout=60)
+    assert spoken(session)[-1] == "Result: 3 flights"
+    assert [e.status for e in rec.of("task_ended")] == ["succeeded"]
