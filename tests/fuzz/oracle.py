@@ -41,8 +41,9 @@ H. Handoff from a call's result: the returned agent takes over at most once, onl
 L. Holding lines (``hold_after``; a line is a follow-up the app and the tools did not
    make, seen in its first ``reply_updated``):
 
-   a. a line's reply is scheduled only while some call started by the current (the
-      speaking) agent has no ``task_ended`` yet;
+   a. a line's reply is scheduled only while some call whose result the current (the
+      speaking) agent will speak has no ``task_ended`` yet: one it started, or one
+      forwarded to it (``on_handoff="forward"``, its origin closed);
    b. ... and not while a question is open: a ``ctx.ask`` that has not returned, or an
       overdue call (``on_timeout="ask"``) surely past its deadline and still running,
       within its decision window, with no ``extend_task`` for it on its way;
@@ -953,7 +954,14 @@ class Oracle:
         live = [
             r
             for r in self.calls.values()
-            if not r.follow_up and r.ended is None and r.origin is current
+            if not r.follow_up
+            and r.ended is None
+            and r.origin is not None
+            and (
+                r.origin is current
+                # forwarded to the speaking agent: its origin is handed off for good
+                or (r.policy == "forward" and is_closed(r.origin))
+            )
         ]
         if not live:
             self.fail(
