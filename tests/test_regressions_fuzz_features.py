@@ -447,3 +447,56 @@ def test_extend_task_decided_before_the_deadline_and_run_at_it_is_legitimate() -
     )
     outcome = run_plan(plan)
     assert not outcome.violations, outcome.report()
+
+
+def test_many_questions_asked_one_at_a_time_all_get_answered_while_settling() -> None:
+    """Seed 16005741: twelve calls, each asking twice, with no timeout. The engine asks
+    one question at a time, as it should. But the harness answered one question per
+    15 s settle look, so its 120 s settle deadline ran out with eleven questions still
+    queued, and it reported a hang. It now looks again soon while a question waits for
+    the caller, and every answer extends the deadline."""
+    plan = Plan(
+        seed=0,
+        settle_delay=0.05,
+        max_redeliveries=2,
+        on_handoff="forward",
+        control_tools="auto",
+        llm_delay=0.0,
+        word_time=0.0,
+        empty_rate=0.0,
+        n_agents=1,
+        voice=False,
+        tools=(
+            ToolDef(
+                ack_after=1.0,
+                cancellable=False,
+                on_duplicate="allow",
+                duplicate_scope="name_and_args",
+                timeout=None,
+                on_handoff=None,
+                result_delivery="when_idle",
+                on_timeout="cancel",
+            ),
+        ),
+        jobs=(
+            Job(ops=(), end="return", hooks=()),
+            Job(ops=(("ask", None), ("ask", None)), end="return", hooks=()),
+        ),
+        actions=((("tool", 0, 1, True, True), ("tool", 0, 1, True, True)),),
+        steps=(
+            (8.0, "user", 0),
+            (8.0, "on", "listening", 0.0, ("barge", 0)),
+            (16.0, "run", 0),
+            (17.0, "user", 0),
+            (21.0, "run", 0),
+            (25.0, "user", 0),
+        ),
+        decision_window=60.0,
+        answer_delay=None,
+        overdue_choice="wait",
+        overdue_delay=1.0,
+        extend_seconds=5.0,
+        hold_after=None,
+    )
+    outcome = run_plan(plan)
+    assert not outcome.violations, outcome.report()

@@ -852,6 +852,8 @@ class Harness:
                     break
                 await asyncio.sleep(0.5)
             if self.answer_open():
+                # progress: questions are answered one at a time, however many wait
+                deadline = max(deadline, loop.time() + 30.0)
                 await asyncio.sleep(0.5)
             # let every speech in flight (user turns, tool dispatches) finish first
             live = [h.handle for h in self.oracle.handles.values() if not h.handle.done()]
@@ -875,8 +877,10 @@ class Harness:
                 self.app_switching.add(id(held))
                 self.session.update_agent(held)
             remaining = deadline - loop.time()
+            # a question put to the caller is answered at the next look: look soon
+            asked = any(a.outcome is None and a.spoken for a in self.oracle.asks.values())
             try:
-                await self.runtime.settle(timeout=max(min(remaining, 15.0), 0.1))
+                await self.runtime.settle(timeout=max(min(remaining, 2.0 if asked else 15.0), 0.1))
             except TimeoutError as e:
                 limbo = self._limbo()
                 if limbo is not None:
