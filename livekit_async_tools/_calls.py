@@ -58,10 +58,11 @@ class Calls:
     def serving(self, agent: Agent | None) -> tuple[TaskInfo, ...]:
         """The live calls whose items are recorded into ``agent`` now: it is their
         origin, or the current agent a call of a closed origin is forwarded to."""
+        if agent is None:
+            return ()
+        target = self._gate.record_target
         return tuple(
-            c.info()
-            for c in self._calls.values()
-            if agent is not None and self._gate.record_target(c.origin, c.on_handoff) is agent
+            c.info() for c in self._calls.values() if target(c.origin, c.on_handoff) is agent
         )
 
     def reach(self, agent: Agent) -> bool:

@@ -85,25 +85,23 @@ class Holding:
             self._timer.cancel()
             self._timer = None
         after = self._services.options.hold_after
-        if after is not None and not self._closed and self._waiting():
+        if after is not None and not self._closed and self._waiting(self._gate.current()):
             self._timer = asyncio.get_running_loop().call_later(after, self._silent)
 
-    def _waiting(self) -> list[TaskInfo]:
-        """The running calls whose results the current agent will speak (its own, or
-        calls forwarded to it) that no line is about yet."""
+    def _waiting(self, current: Agent | None) -> list[TaskInfo]:
+        """The running calls whose results ``current`` will speak (its own, or calls
+        forwarded to it) that no line is about yet."""
         held = {c for calls in self._lines.values() for c in calls}
-        return [
-            t
-            for t in self._serving(self._gate.current())
-            if t.state == "running" and t.call_id not in held
-        ]
+        return [t for t in self._serving(current) if t.state == "running" and t.call_id not in held]
 
     def _silent(self) -> None:
         self._timer = None
         after = self._services.options.hold_after
-        calls = self._waiting()
+        current = self._gate.current()
+        calls = self._waiting(current)
         if (
             after is None
+            or current is None
             or not calls
             or self._asking()
             or self._session.user_state == "speaking"
@@ -115,9 +113,6 @@ class Holding:
             seconds=after,
             progress=_progress(calls),
         )
-        current = self._gate.current()
-        if current is None:
-            return
         follow_up_id = self._pending.add_follow_up(
             text, origin=current, on_handoff="cancel", mode="all"
         )
